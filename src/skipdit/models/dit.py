@@ -1,0 +1,211 @@
+"""DiT and Skip-DiT for class-conditional image (latent) generation.
+
+``long_skip=False`` is the DiT of Peebles & Xie; ``long_skip=True`` is the official ``DiT_skip``
+(reference §A.2): blocks ``0 .. L/2-1`` push their outputs, block ``i >= L/2`` fuses with the output
+of block ``L-1-i`` through ``skip_norms[i-L/2]`` / ``skip_linears[i-L/2]``.
+
+The forward pass is written as explicit segments so that caches can act between them:
+
+    h, c = embed(x, t, y)                     # patchify + pos-embed, conditioning vector
+    h    = run_units(h, c, 0, L, skips)       # the block stack (a cache may run parts of it)
+    out  = head(h, c)                          # final adaLN layer + unpatchify
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import Attention, LabelEmbedder, Mlp, PatchEmbed, TimestepEmbedder, modulate, sincos_2d
+from .skip import SKIP_INITS, fuse, init_long_skips_, make_long_skips
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Architecture of a DiT / Skip-DiT. ``input_size`` is the latent side (image side / 8 with the
+    SD VAE), so DiT-XL/2 at 256x256 has ``input_size=32`` and 256 tokens."""
+
+    input_size: int = 32
+    patch_size: int = 2
+    in_channels: int = 4
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    num_classes: int = 1000
+    class_dropout_prob: float = 0.1
+    learn_sigma: bool = True
+    long_skip: bool = False
+    skip_init: str = "torch_default"
+
+    def __post_init__(self):
+        positive = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.input_size % self.patch_size:
+            raise ValueError(
+                f"input size {self.input_size} is not divisible by the patch size {self.patch_size}"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads")
+        if self.hidden_size % 4:
+            raise ValueError(f"hidden size must be divisible by 4 (2-D sin-cos), got {self.hidden_size}")
+        if self.long_skip and self.depth % 2:
+            raise ValueError(f"long skips pair block i with block depth-1-i; depth must be even, got {self.depth}")
+        if self.skip_init not in SKIP_INITS:
+            raise ValueError(f"unknown skip_init {self.skip_init!r}; valid: {', '.join(SKIP_INITS)}")
+        if not 0.0 <= self.class_dropout_prob < 1.0:
+            raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
+    def replace(self, **changes) -> DiTConfig:
+        valid = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - valid)
+        if unknown:
+            raise ValueError(f"unknown DiT config field(s) {unknown}; valid: {', '.join(sorted(valid))}")
+        return dataclasses.replace(self, **changes)
+
+
+class DiTBlock(nn.Module):
+    """adaLN-Zero transformer block."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, T, p*p*C_out)
+
+
+class DiT(nn.Module):
+    """DiT / Skip-DiT. ``forward(x, t, y)`` has the official semantics: ``x`` (N, C, H, W) latents,
+    ``t`` (N,) timesteps on the original 0..999 scale, ``y`` (N,) class ids (``num_classes`` = null)."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = cfg = config
+        d = cfg.hidden_size
+        self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, d)
+        self.t_embedder = TimestepEmbedder(d)
+        self.y_embedder = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout_prob)
+        num_tokens = (cfg.input_size // cfg.patch_size) ** 2
+        # Fixed sin-cos table, stored as a frozen Parameter so it is in the state dict, as upstream.
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, d), requires_grad=False)
+        self.blocks = nn.ModuleList(DiTBlock(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        if cfg.long_skip:
+            self.skip_norms, self.skip_linears = make_long_skips(d, cfg.depth // 2)
+        self.final_layer = FinalLayer(d, cfg.patch_size, cfg.out_channels)
+        self.initialize_weights()
+
+    # -- properties used by caches, guidance and samplers -------------------------------------------
+    @property
+    def num_units(self) -> int:
+        """Units a cache schedules over: the DiT blocks."""
+        return self.config.depth
+
+    @property
+    def has_long_skips(self) -> bool:
+        return self.config.long_skip
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    @property
+    def null_label(self) -> int:
+        return self.config.num_classes
+
+    # -- initialisation -------------------------------------------------------------------------------
+    def initialize_weights(self) -> None:
+        """The DiT scheme (xavier Linears, zero adaLN and output layer, N(0, 0.02) embeddings); the long
+        skips then get ``config.skip_init`` (reference §A.2: the official DiT-skip keeps PyTorch's
+        default init for them)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        grid = self.config.input_size // self.config.patch_size
+        self.pos_embed.data.copy_(sincos_2d(self.config.hidden_size, grid).float().unsqueeze(0))
+        w = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        if self.has_long_skips:
+            init_long_skips_(self.skip_norms, self.skip_linears, self.config.skip_init)
+
+    # -- forward segments -----------------------------------------------------------------------------
+    def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (N, T, D) with positions added, and the conditioning vector c = t_emb + y_emb (N, D)."""
+        h = self.x_embedder(x) + self.pos_embed  # (N, T, D)
+        return h, self.t_embedder(t) + self.y_embedder(y)
+
+    def run_units(
+        self, h: torch.Tensor, c: torch.Tensor, start: int = 0, stop: int | None = None,
+        skips: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Run blocks ``start .. stop-1``. Shallow blocks push their outputs on ``skips``; deep blocks pop
+        the top of ``skips`` and fuse it in first (LIFO, so block i meets block L-1-i)."""
+        stop = self.config.depth if stop is None else stop
+        half = self.config.depth // 2
+        long_skip = self.has_long_skips
+        if long_skip and skips is None:
+            skips = []
+        for i in range(start, stop):
+            if long_skip and i >= half:
+                k = i - half
+                h = fuse(self.skip_norms[k], self.skip_linears[k], h, skips.pop())
+            h = self.blocks[i](h, c)
+            if long_skip and i < half:
+                skips.append(h)
+        return h
+
+    def head(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.unpatchify(self.final_layer(h, c))
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        p, ch = self.config.patch_size, self.config.out_channels
+        g = self.config.input_size // p
+        x = x.reshape(x.shape[0], g, g, p, p, ch)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], ch, g * p, g * p)  # (N, C_out, H, W)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, cache=None) -> torch.Tensor:
+        """``cache`` is a :class:`skipdit.cache.CacheState`; it decides which blocks run at this step."""
+        size = self.config.input_size
+        if x.shape[-2:] != (size, size):
+            raise ValueError(f"expected inputs of spatial size {size}x{size}, got {tuple(x.shape[-2:])}")
+        h, c = self.embed(x, t, y)
+        h = self.run_units(h, c) if cache is None else cache.run_units(self, h, c)
+        return self.head(h, c)
