@@ -12,7 +12,7 @@ from collections.abc import Callable
 from ..registry import Registry
 from .base import CachePolicy, CacheState, CacheStats, StepPlan
 from .schedule import interval_schedule
-from .skip_cache import PRESET_UNITS, PRESETS, SkipCache, parse_skip_cache
+from .skip_cache import PRESET_RESPACING, PRESET_UNITS, PRESETS, SkipCache, parse_skip_cache
 
 # family name -> parser(family, args, full_spec) -> policy
 CACHE_FAMILIES: Registry[Callable[[str, str, str], CachePolicy]] = Registry("cache")
@@ -35,12 +35,13 @@ def parse_cache(spec: str | CachePolicy | None) -> CachePolicy | None:
     return parser(family.strip(), args, spec)
 
 
-def default_units(policy: CachePolicy) -> int:
-    """Units of the official model a preset was written for (to plan without a model)."""
-    return PRESET_UNITS.get(policy.family, 28)
+def official_setting(policy: CachePolicy) -> tuple[int, str]:
+    """(units L, timestep respacing) of the official model and sampler a preset was written for,
+    to plan a schedule without a model."""
+    return PRESET_UNITS.get(policy.family, 28), PRESET_RESPACING.get(policy.family, "250")
 
 
 __all__ = [
     "CACHE_FAMILIES", "CachePolicy", "CacheState", "CacheStats", "SkipCache", "StepPlan",
-    "default_units", "interval_schedule", "parse_cache",
+    "official_setting", "interval_schedule", "parse_cache",
 ]

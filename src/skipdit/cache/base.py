@@ -82,6 +82,10 @@ class CachePolicy:
 
     def check_model(self, model) -> None:
         """Raise ``ValueError`` if this policy cannot be applied to ``model``."""
+        self.check_units(model.num_units)
+
+    def check_units(self, num_units: int) -> None:
+        """Raise ``ValueError`` if this policy cannot plan for a model of ``num_units`` units."""
 
     def spec(self) -> str:
         raise NotImplementedError

@@ -50,10 +50,12 @@ class SkipCache(CachePolicy):
             raise ValueError(
                 "Skip-Cache needs a model with long skips (a -skip preset); for a vanilla DiT use a peer cache"
             )
-        if 2 * self.branch > model.num_units:
+        self.check_units(model.num_units)
+
+    def check_units(self, num_units: int) -> None:
+        if 2 * self.branch > num_units:
             raise ValueError(
-                f"Skip-Cache branch b={self.branch} needs b <= {model.num_units // 2} for a model of "
-                f"{model.num_units} units"
+                f"Skip-Cache branch b={self.branch} needs b <= {num_units // 2} for a model of {num_units} units"
             )
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
@@ -79,7 +81,7 @@ class SkipCache(CachePolicy):
         start = "none" if self.start_t is None else self.start_t
         stop = "none" if self.stop_t is None else self.stop_t
         op = "=" if self.stop_inclusive or self.stop_t is None else "<"
-        return f"skip:N={self.interval},b={self.branch},start={start},stop{op}{stop}"
+        return f"{self.family}:N={self.interval},b={self.branch},start={start},stop{op}{stop}"
 
 
 # Official constants (reference §B.2); N defaults to 2 everywhere.
@@ -92,6 +94,9 @@ PRESETS = {
 }
 # Units (L) of the official model of each task, for planning without a model.
 PRESET_UNITS = {"skip": 28, "c2i": 28, "c2v": 14, "t2v": 28, "t2i": 40}
+# The official sampler's timesteps (reference §C): ADM DDPM-250 for c2i/c2v, diffusers DDIM-50
+# "leading" (980, 960, ..., 0) for t2v, diffusers DDPM-100 "leading" + offset 1 (991, ..., 1) for t2i.
+PRESET_RESPACING = {"skip": "250", "c2i": "250", "c2v": "250", "t2v": "ddim50", "t2i": "leading100+1"}
 
 _OFFICIAL_T2V = re.compile(r"N(\d+)-(\d+)-(\d+)")  # "N2-700-50": interval, start_t, stop_t
 

@@ -1,0 +1,39 @@
+"""``skipdit convert IN OUT.safetensors``: any supported checkpoint -> our safetensors."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..convert import load, save
+from ..models.skip import SKIP_INITS
+
+EXAMPLES = """examples:
+  skipdit convert DiT-XL-2-skip.pt DiT-XL-2-skip.safetensors
+  skipdit convert DiT-XL-2-256x256.pt init-skip.safetensors --model DiT-XL/2-skip --skip-init torch_default
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "convert", help="convert a checkpoint to safetensors with its config", epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("src", help="official DiT / Skip-DiT .pt, diffusers DiT weights, or our safetensors")
+    p.add_argument("dst", help="output .safetensors")
+    p.add_argument("--model", help="target preset (default: the architecture found in the file)")
+    p.add_argument("--skip-init", choices=SKIP_INITS,
+                   help="initialise missing long skips (vanilla DiT -> Skip-DiT) with this scheme")
+    p.add_argument("--input-size", type=int, help="latent size, needed only for diffusers state dicts")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    overrides = {"input_size": args.input_size} if args.input_size else {}
+    model, report = load(args.src, args.model, skip_init=args.skip_init, return_report=True, **overrides)
+    path = save(model, args.dst)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"read {report.source_format} checkpoint {args.src}: {len(model.state_dict())} tensors, {n / 1e6:.2f}M params")
+    if report.new:
+        print(f"new long-skip tensors ({args.skip_init} init): {len(report.new)} ({report.new[0]} ...)")
+    print(f"wrote {path}")
+    return 0

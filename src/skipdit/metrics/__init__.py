@@ -1,0 +1,3 @@
+from .fidelity import psnr
+
+__all__ = ["psnr"]
