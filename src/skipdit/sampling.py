@@ -78,19 +78,13 @@ def generate(
         noise = SeededNoise(chunk)
         x = noise(torch.empty(len(chunk), model.in_channels, size, size, device=device))
         state = policy.start(model, diffusion.sampling_timesteps()) if policy is not None else None
-
-        def model_fn(x, t, y, state=state):
-            return model(x, t, y, cache=state)
-
-        guided = classifier_free_guidance(
-            model_fn, cfg_scale, model.null_label, model.in_channels, mode=cfg_mode, batched=cfg_batched
-        )
+        model_fn = _denoiser(model, y, state, cfg_scale, cfg_mode, cfg_batched)
         _sync(device)
         tic = time.perf_counter()
         with torch.inference_mode(), _autocast(device, precision):
             out = sample(
-                sampler, lambda x, t, y=y: guided(x, t, y), x, diffusion, eta=eta, noise=noise,
-                callback=callback, cache_state=state, progress=progress,
+                sampler, model_fn, x, diffusion, eta=eta, noise=noise, callback=callback, cache_state=state,
+                progress=progress,
             )
         _sync(device)
         seconds += time.perf_counter() - tic
@@ -101,6 +95,18 @@ def generate(
     latents = torch.cat(samples)
     decoded = latents if vae is None else vae.decode(latents, batch_size=batch_size)
     return Generation(to_uint8(decoded), latents, seeds, labels, seconds, stats, policy and policy.spec())
+
+
+def _denoiser(model, y, state, cfg_scale, cfg_mode, cfg_batched):
+    """The sampler's ``model_fn(x, t)``: the model with this run's cache state, guided, for labels ``y``."""
+
+    def cached(x, t, y):
+        return model(x, t, y, cache=state)
+
+    guided = classifier_free_guidance(
+        cached, cfg_scale, model.null_label, model.in_channels, mode=cfg_mode, batched=cfg_batched
+    )
+    return lambda x, t: guided(x, t, y)
 
 
 def _autocast(device: torch.device, precision: str):

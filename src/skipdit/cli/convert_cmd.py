@@ -32,7 +32,8 @@ def run(args) -> int:
     model, report = load(args.src, args.model, skip_init=args.skip_init, return_report=True, **overrides)
     path = save(model, args.dst)
     n = sum(p.numel() for p in model.parameters())
-    print(f"read {report.source_format} checkpoint {args.src}: {len(model.state_dict())} tensors, {n / 1e6:.2f}M params")
+    tensors = len(model.state_dict())
+    print(f"read {report.source_format} checkpoint {args.src}: {tensors} tensors, {n / 1e6:.2f}M params")
     if report.new:
         print(f"new long-skip tensors ({args.skip_init} init): {len(report.new)} ({report.new[0]} ...)")
     print(f"wrote {path}")

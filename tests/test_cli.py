@@ -1,0 +1,93 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from skipdit import save
+from skipdit.cli import main
+
+from .conftest import tiny_model
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return str(save(tiny_model(), tmp_path / "tiny-skip.safetensors"))
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sample_writes_named_pngs_grid_and_report(tmp_path, capsys, ckpt):
+    out_dir = tmp_path / "out"
+    code, out, _ = run_cli(capsys, "sample", "--ckpt", ckpt, "--seeds", "0-2,7", "--class-labels", "3,5",
+                           "--steps", "6", "--cache", "skip:N=2,b=1", "--compare-uncached", "--out", out_dir,
+                           "--no-progress")
+    assert code == 0
+    names = sorted(p.name for p in out_dir.glob("*.png"))
+    assert names == ["000000-3.png", "000001-5.png", "000002-3.png", "000007-5.png", "grid.png"]
+    assert (out_dir / "uncached" / "000007-5.png").is_file()
+    assert "measured speed-up" in out and "PSNR cached vs uncached" in out and "3 full / 3 cached" in out
+    report = json.loads((out_dir / "run.json").read_text())
+    assert report["labels"] == [3, 5, 3, 5] and len(report["psnr"]) == 4 and report["speedup"] > 0
+
+
+def test_convert_then_sample(tmp_path, capsys):
+    model = tiny_model(long_skip=False)
+    torch.save({"model": model.state_dict(), "ema": model.state_dict()}, tmp_path / "dit.pt")
+    dst = tmp_path / "skip.safetensors"
+    code, out, _ = run_cli(capsys, "convert", tmp_path / "dit.pt", dst, "--model", "DiT-S/2-skip",
+                           "--skip-init", "zero")
+    assert code == 2  # DiT-S/2-skip has 12 blocks, this checkpoint 4: the preset is another architecture
+    code, out, _ = run_cli(capsys, "convert", tmp_path / "dit.pt", dst)
+    assert code == 0 and "wrote" in out and dst.is_file()
+    code, out, _ = run_cli(capsys, "sample", "--ckpt", dst, "--seeds", "0", "--steps", "3", "--out",
+                           tmp_path / "s", "--no-progress")
+    assert code == 0 and (tmp_path / "s" / "000000-0.png").is_file()
+
+
+def test_cache_plan(capsys):
+    code, out, _ = run_cli(capsys, "cache", "plan", "c2i:N=2", "--sampler", "ddpm", "--steps", "250")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1].split()[:3] == ["0", "999", "full"] and lines[2].split()[:3] == ["1", "995", "cached"]
+    assert "full 128 / cached 122" in out and "ideal speed-up 1.54x" in out
+    code, out, _ = run_cli(capsys, "cache", "plan", "t2v:N2-700-50", "--summary")
+    assert "full 33 / cached 17" in out and "ideal speed-up 1.46x" in out
+    code, out, _ = run_cli(capsys, "cache", "plan", "t2i:N=3", "--summary")
+    assert "full 56 / cached 44" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sample", "--model", "DiT-Q/2", "--random-weights"], "unknown model preset 'DiT-Q/2'"),
+    (["sample", "--ckpt", "{ckpt}", "--model", "DiT-B/2-skip"], "checkpoint does not match the model"),
+    (["sample", "--ckpt", "{ckpt}", "--class-labels", "10"], "class label 10 out of range"),
+    (["sample", "--model", "DiT-S/4", "--random-weights", "--image-size", "30"], "not divisible by the patch"),
+    (["sample", "--ckpt", "{ckpt}", "--cache", "c2i:N=2;b=1"], "malformed cache spec"),
+    (["sample", "--ckpt", "{ckpt}", "--cache", "warp:N=2"], "unknown cache 'warp'"),
+    (["sample", "--ckpt", "missing.pt"], "checkpoint not found"),
+    (["sample", "--ckpt", "{ckpt}", "--seeds", "3-1"], "end before start"),
+    (["sample"], "pass --ckpt"),
+    (["cache", "plan", "c2i:N=0"], "N must be >= 1"),
+    (["convert", "{ckpt}", "out.bin"], "must end in .safetensors"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, ckpt, argv, message):
+    argv = [a.replace("{ckpt}", ckpt) for a in argv]
+    if argv[0] == "sample":
+        argv += ["--out", str(tmp_path / "o"), "--no-progress"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("skipdit: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_console_entry_point_and_help():
+    result = subprocess.run([sys.executable, "-m", "skipdit", "sample", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "examples:" in result.stdout and "--compare-uncached" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "skipdit", "cache", "plan", "x:y"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "skipdit: error: malformed cache spec 'x:y': unknown " \
+        "cache 'x'; valid: skip, c2i, c2v, t2v, t2i"

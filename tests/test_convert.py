@@ -1,0 +1,124 @@
+import argparse
+
+import pytest
+import torch
+
+import skipdit
+from skipdit.convert import detect_format, infer_config, load, read_checkpoint, save
+from skipdit.convert.diffusers import build_diffusers_dit, from_diffusers_dit, to_diffusers_dit
+
+from .conftest import tiny_model
+
+X, T, Y = torch.randn(2, 3, 8, 8), torch.tensor([0, 999]), torch.tensor([7, 10])
+
+
+def test_safetensors_round_trip(tmp_path, skip_model):
+    path = save(skip_model, tmp_path / "m.safetensors")
+    loaded = skipdit.load(path)
+    assert loaded.config == skip_model.config and not loaded.training
+    assert torch.equal(loaded(X, T, Y), skip_model(X, T, Y))
+    with pytest.raises(ValueError, match="must end in .safetensors"):
+        save(skip_model, tmp_path / "m.pt")
+
+
+@pytest.mark.parametrize("layout", ["raw", "model", "train"])
+def test_official_pt_layouts(tmp_path, skip_model, layout):
+    state = skip_model.state_dict()
+    decoy = {k: torch.zeros_like(v) for k, v in state.items()}
+    payload = {
+        "raw": state,
+        "model": {"model": state},
+        # a full official training checkpoint: EMA preferred over the raw weights; args is a Namespace
+        "train": {"model": decoy, "ema": state, "opt": {"state": {}}, "args": argparse.Namespace(lr=1e-4)},
+    }[layout]
+    torch.save(payload, tmp_path / "ckpt.pt")
+    model, report = load(tmp_path / "ckpt.pt", return_report=True)
+    assert report.source_format == "dit" and report.ok and not report.new
+    assert model.config == skip_model.config  # shapes give everything; heads from the DiT-S width
+    assert torch.equal(model(X, T, Y), skip_model(X, T, Y))
+
+
+def test_infer_config_from_shapes(skip_model):
+    cfg = infer_config(skip_model.state_dict())
+    assert (cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.input_size, cfg.num_classes) == (4, 384, 6, 8, 10)
+    assert cfg.long_skip and cfg.learn_sigma and cfg.in_channels == 3
+
+
+def test_vanilla_checkpoint_initialises_skip_dit(tmp_path, vanilla_model):
+    torch.save(vanilla_model.state_dict(), tmp_path / "dit.pt")
+    with pytest.raises(ValueError, match="vanilla DiT checkpoint.*skip_init"):
+        load(tmp_path / "dit.pt", "DiT-S/2-skip", depth=4)
+    model, report = load(tmp_path / "dit.pt", "DiT-S/2-skip", depth=4, skip_init="xavier", return_report=True)
+    assert model.has_long_skips and len(report.new) == 2 * 4  # 2 LSCs x (norm w, b, linear w, b)
+    assert all(k.startswith(("skip_norms.", "skip_linears.")) for k in report.new)
+    assert torch.count_nonzero(model.skip_linears[0].linear.bias) == 0  # xavier: zero bias
+    assert torch.equal(model.blocks[1].attn.qkv.weight, vanilla_model.blocks[1].attn.qkv.weight)
+
+
+def test_other_architecture_is_rejected_with_the_keys(tmp_path, skip_model):
+    torch.save(skip_model.state_dict(), tmp_path / "s.pt")
+    with pytest.raises(ValueError, match=r"mis-shaped .*x_embedder.proj.weight \(model \(768, 3, 2, 2\)"):
+        load(tmp_path / "s.pt", "DiT-B/2-skip", depth=4)
+    with pytest.raises(ValueError, match=r"unexpected 8 keys: skip_norms.0.weight"):
+        load(tmp_path / "s.pt", "DiT-S/2", depth=4)
+    with pytest.raises(ValueError, match=r"missing 48 keys: blocks.4"):  # 4 blocks x 10 + 2 LSCs x 4
+        load(tmp_path / "s.pt", "DiT-S/2-skip", depth=8)
+
+
+def test_unreadable_files(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_checkpoint(bad)
+    broken = tmp_path / "bad.safetensors"
+    broken.write_bytes(b"\x00" * 16)
+    with pytest.raises(ValueError, match="not a valid safetensors"):
+        read_checkpoint(broken)
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(tmp_path / "missing.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a DiT"):
+        load(tmp_path / "other.pt")
+    torch.save({"args": 1}, tmp_path / "nostate.pt")
+    with pytest.raises(ValueError, match="no state dict found"):
+        read_checkpoint(tmp_path / "nostate.pt")
+
+
+def test_diffusers_layout_round_trip(vanilla_model):
+    state = vanilla_model.state_dict()
+    theirs = to_diffusers_dit(state, depth=4)
+    assert detect_format(theirs) == "diffusers-dit"
+    assert "transformer_blocks.3.norm1.emb.class_embedder.embedding_table.weight" in theirs
+    back = from_diffusers_dit(theirs, input_size=8)
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+    with pytest.raises(ValueError, match="no long skips"):
+        to_diffusers_dit(tiny_model().state_dict(), depth=4)
+
+
+def test_parity_with_diffusers_dit(vanilla_model):
+    """Independent implementation: diffusers' DiTTransformer2DModel with our weights converted.
+
+    diffusers builds timestep features with downscale_freq_shift=1 where DiT uses 0 (peers §1.4);
+    build_diffusers_dit(exact=True) sets it to 0 on every block, which makes the two agree."""
+    pytest.importorskip("diffusers")
+    theirs = build_diffusers_dit(vanilla_model)
+    for t in (0, 500, 999):
+        tt = torch.full((2,), t)
+        ours = vanilla_model(X, tt, Y)
+        ref = theirs(X, timestep=tt, class_labels=Y).sample
+        torch.testing.assert_close(ref, ours, atol=1e-5, rtol=1e-5)
+    stock = build_diffusers_dit(vanilla_model, exact=False)
+    at = lambda m, t: m(X, timestep=torch.full((2,), t), class_labels=Y).sample  # noqa: E731
+    torch.testing.assert_close(at(stock, 0), vanilla_model(X, torch.zeros(2), Y), atol=1e-5, rtol=1e-5)
+    diff = (at(stock, 500) - vanilla_model(X, torch.full((2,), 500), Y)).abs().max()
+    assert diff > 1e-4  # the expected difference: only the frequency shift differs
+
+
+def test_diffusers_state_dict_loads(tmp_path, vanilla_model):
+    from safetensors.torch import save_file
+
+    save_file(to_diffusers_dit(vanilla_model.state_dict(), depth=4), tmp_path / "d.safetensors")
+    with pytest.raises(ValueError, match="pass input_size"):
+        load(tmp_path / "d.safetensors")
+    model = load(tmp_path / "d.safetensors", input_size=8)
+    assert torch.equal(model(X, T, Y), vanilla_model(X, T, Y))
