@@ -72,6 +72,7 @@ def test_cache_plan(capsys):
     (["sample", "--ckpt", "missing.pt"], "checkpoint not found"),
     (["sample", "--ckpt", "{ckpt}", "--seeds", "3-1"], "end before start"),
     (["sample"], "pass --ckpt"),
+    (["sample", "--ckpt", "{ckpt}", "--cache", "none", "--compare-uncached"], "needs --cache"),
     (["cache", "plan", "c2i:N=0"], "N must be >= 1"),
     (["convert", "{ckpt}", "out.bin"], "must end in .safetensors"),
 ])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..cache import CACHE_FAMILIES
+from ..cache import CACHE_FAMILIES, parse_cache
 from ..convert import load
 from ..diffusion import SAMPLERS
 from ..diffusion.guidance import CFG_MODES
@@ -95,6 +95,8 @@ def build(args):
 
 def run(args) -> int:
     seeds = parse_int_list(args.seeds, "seeds")
+    if args.compare_uncached and parse_cache(args.cache) is None:
+        raise ValueError("--compare-uncached needs --cache")
     model, vae = build(args)
     num_classes = model.config.num_classes
     if args.class_labels:
@@ -119,8 +121,6 @@ def run(args) -> int:
         print(f"cache {result.cache}: {result.stats.summary()}")
         report["stats"] = {**asdict(result.stats), "ideal_speedup": result.stats.ideal_speedup}
     if args.compare_uncached:
-        if result.cache is None:
-            raise ValueError("--compare-uncached needs --cache")
         base = generate(model, seeds, labels, cache=None, **settings)
         _write(base, out / "uncached", "grid.png")
         scores = psnr(result.images, base.images)

@@ -33,6 +33,8 @@ from ..models.presets import DIT_SIZES, preset_config
 from ..models.skip import init_long_skips_
 
 log = logging.getLogger(__name__)
+# Official training checkpoints pickle their argparse Namespace under "args"; allow exactly that class.
+torch.serialization.add_safe_globals([argparse.Namespace])
 
 CONFIG_KEY = "skipdit_config"
 ARCH_KEY = "skipdit_arch"
@@ -88,9 +90,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         config = json.loads(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
         return state, config
     try:
-        # Official training checkpoints pickle their argparse Namespace under "args".
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as err:
         raise ValueError(f"cannot read {path}: not a PyTorch checkpoint of tensors ({err})") from None
     return unwrap_state_dict(obj, path), None
