@@ -61,6 +61,8 @@ def test_other_architecture_is_rejected_with_the_keys(tmp_path, skip_model):
         load(tmp_path / "s.pt", "DiT-B/2-skip", depth=4)
     with pytest.raises(ValueError, match=r"unexpected 8 keys: skip_norms.0.weight"):
         load(tmp_path / "s.pt", "DiT-S/2", depth=4)
+    with pytest.raises(ValueError, match=r"mis-shaped 1 keys: pos_embed \(model \(1, 64, 384\)"):
+        load(tmp_path / "s.pt", "DiT-S/2-skip", depth=4, input_size=16)  # e.g. --image-size disagrees
     with pytest.raises(ValueError, match=r"missing 48 keys: blocks.4"):  # 4 blocks x 10 + 2 LSCs x 4
         load(tmp_path / "s.pt", "DiT-S/2-skip", depth=8)
 

@@ -215,7 +215,7 @@ def load(
     if preset is not None:
         geometry = infer_geometry(state)
         keep = ("input_size", "in_channels", "learn_sigma", "num_classes")
-        config = preset_config(preset, **{k: geometry[k] for k in keep}, **overrides)
+        config = preset_config(preset, **{**{k: geometry[k] for k in keep}, **overrides})
     elif stored is not None:
         config = DiTConfig(**stored).replace(**overrides)
     else:
