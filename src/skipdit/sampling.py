@@ -29,7 +29,7 @@ class Generation:
     seeds: list[int]
     labels: list[int]
     seconds: float
-    stats: CacheStats | None
+    stats: CacheStats  # what ran: full / cached steps, unit evaluations (all full without a cache)
     cache: str | None  # canonical spec of the cache used
 
 
@@ -89,8 +89,8 @@ def generate(
         _sync(device)
         seconds += time.perf_counter() - tic
         samples.append(out.float().cpu())
-        if state is not None:
-            stats = state.stats if stats is None else stats + state.stats
+        run_stats = state.stats if state is not None else CacheStats.uncached(diffusion.num_steps, model.num_units)
+        stats = run_stats if stats is None else stats + run_stats
 
     latents = torch.cat(samples)
     decoded = latents if vae is None else vae.decode(latents, batch_size=batch_size)

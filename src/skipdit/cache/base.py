@@ -52,6 +52,10 @@ class CacheStats:
         full = sum(p.full for p in plan)
         return cls(len(plan), full, len(plan) - full, sum(p.num_units for p in plan), units_per_step)
 
+    @classmethod
+    def uncached(cls, steps: int, units_per_step: int) -> CacheStats:
+        return cls(steps, steps, 0, steps * units_per_step, units_per_step)
+
     def __add__(self, other: CacheStats) -> CacheStats:
         if other.units_per_step != self.units_per_step:
             raise ValueError("cannot add stats of models with different unit counts")

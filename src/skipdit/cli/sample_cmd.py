@@ -117,9 +117,8 @@ def run(args) -> int:
     _write(result, out, "grid.png")
     report = {"seeds": seeds, "labels": labels, "cache": result.cache, "seconds": result.seconds}
     print(f"{len(seeds)} samples in {result.seconds:.2f}s ({args.sampler}, {steps} steps) -> {out}/")
-    if result.stats is not None:
-        print(f"cache {result.cache}: {result.stats.summary()}")
-        report["stats"] = {**asdict(result.stats), "ideal_speedup": result.stats.ideal_speedup}
+    print(f"cache {result.cache}: {result.stats.summary()}")
+    report["stats"] = {**asdict(result.stats), "ideal_speedup": result.stats.ideal_speedup}
     if args.compare_uncached:
         base = generate(model, seeds, labels, cache=None, **settings)
         _write(base, out / "uncached", "grid.png")
