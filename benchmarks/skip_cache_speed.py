@@ -116,6 +116,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     device = torch.device(args.device)
+    torch.manual_seed(0)  # build_model initialises from the global RNG; randomize_ then adds seeded noise
     model = randomize_(skipdit.build_model(MODEL)).eval()
     setup = {
         "model": MODEL, "device": device_name(device), "torch": torch.__version__,

@@ -2,7 +2,9 @@
 
 The official initialisation zeroes every adaLN modulation and the output layer, so an untrained
 model outputs zeros and every cache is trivially exact on it. ``randomize_`` adds Gaussian noise to
-every Linear / Conv weight and bias so that all paths, long skips included, carry signal.
+every Linear / Conv weight and bias so that all paths, long skips included, carry signal. The noise is
+seeded by ``seed``; the initialisation it is added to comes from torch's global generator, so call
+``torch.manual_seed`` before building the model when weights must match across processes.
 """
 
 from __future__ import annotations
