@@ -126,6 +126,13 @@ class GaussianDiffusion:
         mean, _, _ = self.q_posterior(x0, xt, i)
         return mean, log_var, x0
 
+    def ddim_step(self, xt: torch.Tensor, i: torch.Tensor, x0: torch.Tensor, eta: float):
+        """Mean and standard deviation of the DDIM update x_t -> x_{t-1} (Song et al. 2021, eq. 12)."""
+        eps = self.eps_from_x0(xt, i, x0)
+        abar, abar_prev = self._at("alphas_cumprod", i, xt), self._at("alphas_cumprod_prev", i, xt)
+        sigma = eta * torch.sqrt((1 - abar_prev) / (1 - abar)) * torch.sqrt(1 - abar / abar_prev)
+        return x0 * torch.sqrt(abar_prev) + torch.sqrt(1 - abar_prev - sigma**2) * eps, sigma
+
     # -- training loss --------------------------------------------------------------------------------
     def training_losses(
         self, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,

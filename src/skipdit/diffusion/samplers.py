@@ -60,11 +60,7 @@ def ddim_sample(
 
     def step(x, i, out):
         _, _, x0 = diffusion.p_mean_variance(out, x, i, clip_denoised)
-        eps = diffusion.eps_from_x0(x, i, x0)
-        abar = diffusion._at("alphas_cumprod", i, x)
-        abar_prev = diffusion._at("alphas_cumprod_prev", i, x)
-        sigma = eta * torch.sqrt((1 - abar_prev) / (1 - abar)) * torch.sqrt(1 - abar / abar_prev)
-        mean = x0 * torch.sqrt(abar_prev) + torch.sqrt(1 - abar_prev - sigma**2) * eps
+        mean, sigma = diffusion.ddim_step(x, i, x0, eta)
         if eta == 0:
             return mean, x0
         nonzero = (i != 0).float().reshape(-1, *([1] * (x.ndim - 1)))
