@@ -10,7 +10,7 @@ VENV_ARGS ?=
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo test test-slow bench lint assets curves clean
 
 install: $(VENV)/.installed
 
@@ -20,9 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
+# The built-in digits/Skip-DiT: 20 labelled digits with Skip-Cache (demo-out/grid.png) and without it
+# (demo-out/uncached/grid.png), then the measured speed-up and the PSNR between the two.
 demo: install
-	$(BIN)/skipdit sample --model DiT-S/4-skip --random-weights --image-size 32 --seeds 0-7 \
-		--steps 50 --cache skip:N=2,b=2 --compare-uncached --out demo-out --no-progress
+	$(BIN)/skipdit sample --seeds 0-19 --cache skip:N=2 --compare-uncached --out demo-out --no-progress
 
 test: install
 	$(BIN)/python -m pytest
@@ -32,6 +33,19 @@ test-slow: install
 
 bench: install
 	$(BIN)/python benchmarks/skip_cache_speed.py --steps 50
+	$(BIN)/python benchmarks/train_speed.py
+
+# How the built-in weights in src/skipdit/assets were made (CPU, about an hour; see docs/model-zoo.md).
+assets: install
+	$(BIN)/python -m skipdit.metrics.digits --out src/skipdit/assets/digits-evaluator.safetensors
+	$(BIN)/skipdit train --config configs/digits/skip-dit.yaml --no-progress
+	$(BIN)/skipdit train --config configs/digits/dit.yaml --no-progress
+	$(BIN)/skipdit export runs/digits-skip-dit --out src/skipdit/assets/digits-skip-dit.safetensors
+	$(BIN)/skipdit export runs/digits-dit --out src/skipdit/assets/digits-dit.safetensors
+
+# Accuracy and FDD of both digits runs at every 500 steps (docs/benchmarks.md).
+curves: install
+	$(BIN)/python benchmarks/digits_curves.py --runs runs/digits-dit runs/digits-skip-dit
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

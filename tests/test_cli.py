@@ -71,13 +71,17 @@ def test_cache_plan(capsys):
     (["sample", "--ckpt", "{ckpt}", "--cache", "warp:N=2"], "unknown cache 'warp'"),
     (["sample", "--ckpt", "missing.pt"], "checkpoint not found"),
     (["sample", "--ckpt", "{ckpt}", "--seeds", "3-1"], "end before start"),
-    (["sample"], "pass --ckpt"),
+    (["sample", "--model", "DiT-S/2"], "--model and --skip-init need --ckpt"),
+    (["sample", "--ckpt", "digits/GAN"], "checkpoint not found: digits/GAN"),
+    (["train", "--config", "missing.yaml"], "config not found: missing.yaml"),
+    (["train", "--set", "data.kind=digits", "--set", "warmup=5"], "unknown config key(s) warmup"),
+    (["export", "{tmp}/no-run"], "run folder not found"),
     (["sample", "--ckpt", "{ckpt}", "--cache", "none", "--compare-uncached"], "needs --cache"),
     (["cache", "plan", "c2i:N=0"], "N must be >= 1"),
     (["convert", "{ckpt}", "out.bin"], "must end in .safetensors"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, ckpt, argv, message):
-    argv = [a.replace("{ckpt}", ckpt) for a in argv]
+    argv = [a.replace("{ckpt}", ckpt).replace("{tmp}", str(tmp_path)) for a in argv]
     if argv[0] == "sample":
         argv += ["--out", str(tmp_path / "o"), "--no-progress"]
     code, out, err = run_cli(capsys, *argv)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..assets import BUILTIN_MODELS, DEFAULT_MODEL
 from ..cache import CACHE_FAMILIES, parse_cache
 from ..convert import load
 from ..diffusion import SAMPLERS
@@ -22,6 +23,7 @@ from ..sampling import PRECISIONS, generate
 from ..vae import load_vae
 
 EXAMPLES = """examples:
+  skipdit sample --cache skip:N=2 --compare-uncached          # the built-in digits/Skip-DiT, on a CPU
   skipdit sample --model DiT-XL/2-skip --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --cache c2i:N=2 \\
       --seeds 0-7 --class-labels 207,360 --sampler ddpm --steps 250 --cfg-scale 4 --out samples/
   skipdit sample --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --cache c2i:N=3 --compare-uncached
@@ -38,7 +40,8 @@ def add_parser(sub) -> None:
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", help="preset, e.g. DiT-XL/2-skip (default: the architecture in --ckpt)")
-    g.add_argument("--ckpt", help="official DiT / Skip-DiT .pt or our .safetensors")
+    g.add_argument("--ckpt", help="official DiT / Skip-DiT .pt, our .safetensors, or a built-in name "
+                   f"({', '.join(BUILTIN_MODELS)}; default {DEFAULT_MODEL})")
     g.add_argument("--random-weights", action="store_true",
                    help="no checkpoint: a pixel-space (RGB) --model with random weights, to try things out")
     g.add_argument("--skip-init", choices=SKIP_INITS, help="load a vanilla --ckpt into a -skip --model")
@@ -87,7 +90,9 @@ def build(args):
             raise ValueError("--random-weights builds a pixel-space model; drop --vae")
         model = randomize_(build_model(args.model, in_channels=3, **size))
     else:
-        raise ValueError("pass --ckpt PATH (or --model PRESET --random-weights to try without weights)")
+        if args.model or args.skip_init:
+            raise ValueError("--model and --skip-init need --ckpt PATH (or --random-weights)")
+        model = load(DEFAULT_MODEL, **size)
     if vae is None and model.in_channels not in (1, 3):
         raise ValueError(f"this model makes {model.in_channels}-channel latents: pass --vae DIR to decode them")
     return model, vae

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..assets import BUILTIN_MODELS, builtin_model_path
 from ..models.dit import DiT, DiTConfig
 from ..models.presets import DIT_SIZES, preset_config
 from ..models.skip import init_long_skips_
@@ -72,8 +73,11 @@ def _few(items: list[str], n: int = 6) -> str:
 
 
 # -- reading ------------------------------------------------------------------------------------------
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """The state dict in a file and, for our safetensors, the config stored in its metadata."""
+def read_checkpoint(
+    path: str | os.PathLike, prefer: tuple[str, ...] = ("ema", "model", "state_dict")
+) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """The state dict in a file and, for our safetensors, the config stored in its metadata. Of a
+    training checkpoint's entries, the first of ``prefer`` that is present is taken."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -93,17 +97,17 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as err:
         raise ValueError(f"cannot read {path}: not a PyTorch checkpoint of tensors ({err})") from None
-    return unwrap_state_dict(obj, path), None
+    return unwrap_state_dict(obj, path, prefer), None
 
 
-def unwrap_state_dict(obj, path) -> dict[str, torch.Tensor]:
-    """A raw state dict, or the ``"ema"`` (preferred) or ``"model"`` entry of a training checkpoint."""
+def unwrap_state_dict(obj, path, prefer: tuple[str, ...] = ("ema", "model", "state_dict")) -> dict[str, torch.Tensor]:
+    """A raw state dict, or the first entry of ``prefer`` found in a training checkpoint."""
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj
     if isinstance(obj, dict):
-        for key in ("ema", "model", "state_dict"):
+        for key in prefer:
             if isinstance(obj.get(key), dict):
-                return unwrap_state_dict(obj[key], path)
+                return unwrap_state_dict(obj[key], path, prefer)
     raise ValueError(f"{path}: no state dict found (expected tensors, or an 'ema' / 'model' entry)")
 
 
@@ -203,13 +207,16 @@ def load(
     path: str | os.PathLike, preset: str | None = None, *, skip_init: str | None = None,
     return_report: bool = False, **overrides,
 ):
-    """A DiT / Skip-DiT with the weights of ``path``, in eval mode.
+    """A DiT / Skip-DiT with the weights of ``path`` (a file, or a built-in name such as
+    ``"digits/Skip-DiT"``), in eval mode.
 
     Without ``preset`` the architecture comes from the file (our metadata, else the tensor shapes).
     With ``preset`` the architecture is the preset's and only the input size, channels and classes come
     from the file, so a checkpoint of another architecture is rejected. ``skip_init`` lets a vanilla
     checkpoint initialise a Skip-DiT.
     """
+    if str(path) in BUILTIN_MODELS:
+        path = builtin_model_path(str(path))
     state, stored = read_checkpoint(path)
     state, fmt = to_dit_layout(state, overrides.get("input_size"))
     if preset is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .layers import Attention, LabelEmbedder, Mlp, PatchEmbed, TimestepEmbedder, modulate, sincos_2d
 from .skip import SKIP_INITS, fuse, init_long_skips_, make_long_skips
@@ -120,6 +121,8 @@ class DiT(nn.Module):
         if cfg.long_skip:
             self.skip_norms, self.skip_linears = make_long_skips(d, cfg.depth // 2)
         self.final_layer = FinalLayer(d, cfg.patch_size, cfg.out_channels)
+        # Training option, not architecture: recompute each block in the backward pass to save memory.
+        self.gradient_checkpointing = False
         self.initialize_weights()
 
     # -- properties used by caches, guidance and samplers -------------------------------------------
@@ -167,10 +170,12 @@ class DiT(nn.Module):
             init_long_skips_(self.skip_norms, self.skip_linears, self.config.skip_init)
 
     # -- forward segments -----------------------------------------------------------------------------
-    def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, force_drop: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (N, T, D) with positions added, and the conditioning vector c = t_emb + y_emb (N, D)."""
         h = self.x_embedder(x) + self.pos_embed  # (N, T, D)
-        return h, self.t_embedder(t) + self.y_embedder(y)
+        return h, self.t_embedder(t) + self.y_embedder(y, force_drop)
 
     def run_units(
         self, h: torch.Tensor, c: torch.Tensor, start: int = 0, stop: int | None = None,
@@ -187,7 +192,10 @@ class DiT(nn.Module):
             if long_skip and i >= half:
                 k = i - half
                 h = fuse(self.skip_norms[k], self.skip_linears[k], h, skips.pop())
-            h = self.blocks[i](h, c)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                h = checkpoint(self.blocks[i], h, c, use_reentrant=False)
+            else:
+                h = self.blocks[i](h, c)
             if long_skip and i < half:
                 skips.append(h)
         return h
@@ -201,11 +209,15 @@ class DiT(nn.Module):
         x = x.reshape(x.shape[0], g, g, p, p, ch)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], ch, g * p, g * p)  # (N, C_out, H, W)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, cache=None) -> torch.Tensor:
-        """``cache`` is a :class:`skipdit.cache.CacheState`; it decides which blocks run at this step."""
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, cache=None, force_drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``cache`` is a :class:`skipdit.cache.CacheState`; it decides which blocks run at this step.
+        ``force_drop`` (N,) bool replaces those labels by the null class; when given, the label embedder
+        drops nothing at random (the training loop draws the drops itself, reproducibly)."""
         size = self.config.input_size
         if x.shape[-2:] != (size, size):
             raise ValueError(f"expected inputs of spatial size {size}x{size}, got {tuple(x.shape[-2:])}")
-        h, c = self.embed(x, t, y)
+        h, c = self.embed(x, t, y, force_drop)
         h = self.run_units(h, c) if cache is None else cache.run_units(self, h, c)
         return self.head(h, c)

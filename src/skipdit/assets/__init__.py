@@ -1,0 +1,30 @@
+"""Built-in weights shipped in the package (model cards: ``docs/model-zoo.md``).
+
+``skipdit.load("digits/Skip-DiT")`` and ``skipdit sample`` with no ``--ckpt`` use them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+BUILTIN_MODELS = {
+    "digits/Skip-DiT": "digits-skip-dit.safetensors",  # configs/digits/skip-dit.yaml
+    "digits/DiT": "digits-dit.safetensors",  # configs/digits/dit.yaml: the same without long skips
+}
+DEFAULT_MODEL = "digits/Skip-DiT"
+DIGITS_EVALUATOR = "digits-evaluator.safetensors"  # python -m skipdit.metrics.digits
+
+
+def asset_path(filename: str) -> Path:
+    path = HERE / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"built-in asset {filename} is missing from {HERE}; reinstall skipdit")
+    return path
+
+
+def builtin_model_path(name: str) -> Path:
+    if name not in BUILTIN_MODELS:
+        raise ValueError(f"unknown built-in model {name!r}; valid: {', '.join(BUILTIN_MODELS)}")
+    return asset_path(BUILTIN_MODELS[name])

@@ -1,0 +1,28 @@
+"""``skipdit export``: a run's EMA weights and config as one safetensors file."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES = """examples:
+  skipdit export runs/digits-skip-dit
+  skipdit export runs/digits-skip-dit --step 2000 --out digits-skip-dit-2k.safetensors
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a training run's weights as safetensors", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="the run folder of skipdit train")
+    p.add_argument("--out", help="output .safetensors (default: RUN_DIR/export/ema-<step>.safetensors)")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema")
+    p.add_argument("--step", type=int, help="a kept checkpoint (default: the newest)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..train import export
+
+    path = export(args.run_dir, args.out, weights=args.weights, step=args.step)
+    print(f"wrote {path}")
+    return 0

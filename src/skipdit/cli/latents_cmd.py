@@ -1,0 +1,35 @@
+"""``skipdit extract-latents``: encode an image folder once, then train on latents."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+EXAMPLES = """examples:
+  skipdit extract-latents imagenet/train --vae sd-vae-ft-ema/ --image-size 256 --out latents/imagenet256
+  skipdit train --config configs/c2i/DiT-XL-2-skip-imagenet256.yaml --set data.path=latents/imagenet256
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("extract-latents", help="encode an image folder into latent shards for training",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", help="image folder: one sub-folder per class")
+    p.add_argument("--vae", required=True, help="local diffusers AutoencoderKL folder")
+    p.add_argument("--image-size", type=int, required=True)
+    p.add_argument("--out", required=True, help="output folder for the shards")
+    p.add_argument("--shard-size", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..train import extract_latents
+
+    out = extract_latents(args.images, args.vae, args.out, args.image_size, shard_size=args.shard_size,
+                          batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    print(f"wrote latent shards to {out}")
+    return 0

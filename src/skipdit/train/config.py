@@ -1,0 +1,210 @@
+"""The training configuration: typed dataclasses with one source of defaults, read from YAML.
+
+    cfg = load_config("configs/digits/skip-dit.yaml", ["lr=3e-4", "data.path=/data/digits"])
+
+Every key is checked: an unknown key fails with the valid ones, a value of the wrong type fails with
+the key's name. The resolved config is saved in the run folder and in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STAGES = ("full", "skip-only")
+PRECISIONS = ("fp32", "bf16")
+DATA_KINDS = ("digits", "image-folder", "latents")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``digits``: the built-in 16x16 digits (needs scikit-learn). ``image-folder``: one sub-folder per
+    class, ADM centre crop to ``image_size``. ``latents``: shards written by ``skipdit extract-latents``."""
+
+    kind: str = "latents"
+    path: str | None = None
+    image_size: int | None = None
+    flip: bool = True  # random horizontal flip (image-folder, latents); digits use small shifts instead
+    workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self):
+        _check_choice("data.kind", self.kind, DATA_KINDS)
+        if self.kind != "digits" and not self.path:
+            raise ValueError(f"data.path is required for data.kind={self.kind}")
+        if self.kind == "image-folder" and not self.image_size:
+            raise ValueError("data.image_size is required for data.kind=image-folder")
+        _check_min("data.workers", self.workers, 0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    run_dir: str = "runs/skipdit"
+    # -- model: a preset plus DiTConfig overrides (input_size, in_channels, num_classes, skip_init, ...)
+    model: str = "DiT-XL/2-skip"
+    model_args: dict = field(default_factory=dict)
+    init: str | None = None  # start from these weights; a vanilla DiT gets new long skips (model_args.skip_init)
+    stage: str = "full"  # "skip-only": only the long-skip modules train (stage 1 of the conversion)
+    data: DataConfig = field(default_factory=DataConfig)
+    # -- optimisation
+    steps: int = 400_000
+    global_batch: int = 256
+    micro_batch: int | None = None  # per-process batch per forward; smaller than its share = accumulation
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = None  # max gradient norm; None = no clipping
+    ema_decay: float = 0.9999
+    noise_schedule: str = "linear"
+    precision: str = "fp32"  # "bf16": autocast; weights, optimizer and EMA stay fp32
+    grad_checkpointing: bool = False
+    seed: int = 0
+    device: str = "auto"  # "auto": cuda:LOCAL_RANK when CUDA is available, else cpu
+    # -- bookkeeping
+    log_every: int = 100
+    ckpt_every: int = 5000
+    keep_last: int = 2  # rolling checkpoints kept; older ones go once a newer one is safely on disk
+    snapshot_every: int = 0  # also keep every checkpoint at a multiple of this (0: none), for curves
+
+    def __post_init__(self):
+        _check_choice("stage", self.stage, STAGES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        for name in ("steps", "global_batch", "log_every", "ckpt_every", "keep_last"):
+            _check_min(name, getattr(self, name), 1)
+        _check_min("warmup_steps", self.warmup_steps, 0)
+        _check_min("snapshot_every", self.snapshot_every, 0)
+        if self.micro_batch is not None:
+            _check_min("micro_batch", self.micro_batch, 1)
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> TrainConfig:
+        return from_dict({**self.to_dict(), **changes})
+
+
+def _check_choice(name: str, value, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def _check_min(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+# -- reading ------------------------------------------------------------------------------------------
+def load_config(path: str | os.PathLike | None = None, sets: list[str] = ()) -> TrainConfig:
+    """A config from a YAML file (or the defaults), with ``key=value`` overrides (dotted for ``data``)."""
+    raw: dict = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes key=value, got {item!r}")
+        _set_dotted(raw, key.strip(), _yaml().safe_load(text) if text.strip() else None)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict, cls=TrainConfig, prefix: str = ""):
+    """Build ``cls`` from plain data, checking every key and converting every value to its field type."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+                         f"valid: {', '.join(prefix + n for n in names)}")
+    values = {k: _coerce(prefix + k, v, hints[k]) for k, v in raw.items()}
+    return cls(**values)
+
+
+def _coerce(name: str, value, kind):
+    """``value`` as type ``kind``; YAML gives ``1e-4`` as a string and ``3`` for a float, so be lenient
+    where it is safe and strict elsewhere."""
+    if dataclasses.is_dataclass(kind):
+        return from_dict(value or {}, kind, prefix=name + ".")
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (kind,) = [a for a in args if a is not type(None)]
+        return _coerce(name, value, kind)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if kind is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise TypeError
+            return int(float(value))
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if kind is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise TypeError
+            return str(value)
+        if kind is dict:
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
+        if typing.get_origin(kind) is tuple:
+            if not isinstance(value, (list, tuple)) or len(value) != len(args):
+                raise TypeError
+            return tuple(_coerce(name, v, a) for v, a in zip(value, args))
+    except (TypeError, ValueError):
+        raise ValueError(f"config key {name}: expected {_type_name(kind)}, got {value!r}") from None
+    raise TypeError(f"unsupported config type {kind} for {name}")  # a bug in this module, not user input
+
+
+def _type_name(kind) -> str:
+    return getattr(kind, "__name__", None) or str(kind)
+
+
+def _set_dotted(raw: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {key}: {part} is not a section")
+    node[last] = value
+
+
+def _yaml():
+    try:
+        import yaml
+    except ImportError as err:
+        raise ImportError("training configs need PyYAML: pip install pyyaml") from err
+    return yaml
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    try:
+        raw = _yaml().safe_load(path.read_text())
+    except _yaml().YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from None
+    return raw or {}
+
+
+def dump_config(config: TrainConfig) -> str:
+    data = config.to_dict()
+    data["adam_betas"] = list(data["adam_betas"])
+    return _yaml().safe_dump(data, sort_keys=False)

@@ -1,0 +1,295 @@
+"""The training loop: one linear function that resumes by default.
+
+    skipdit train --config configs/digits/skip-dit.yaml          # again after a kill: it continues
+
+Single process, or one process per device under ``torchrun`` (DDP; gloo on CPU, NCCL on CUDA; the
+same command on every node for multi-node). Every random number of a step (sample order, timesteps,
+noise, label drops, augmentation) is drawn for the global batch from a generator seeded by
+``(seed, step)``, and each process takes its slice. A step therefore computes the same gradient with 1
+or 8 processes, and the random state at any step is a function of the step alone: resuming restores the
+weights, optimizer, EMA and step, and the random state follows from the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..convert.checkpoint import load_state_into, read_checkpoint, to_dit_layout
+from ..diffusion import GaussianDiffusion
+from ..models.dit import DiT, DiTConfig
+from ..models.presets import preset_config
+from .checkpoint import checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
+from .config import TrainConfig, dump_config
+from .data import StepBatches, TrainData, build_data, mix_seed
+from .ema import make_ema, update_ema_
+from .recipe import apply_stage
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "log.jsonl"
+NUM_TIMESTEPS = 1000
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> Path:
+    """Train (or continue training) the run in ``config.run_dir``. Returns the last checkpoint's path."""
+    rank, world, local_rank = _init_distributed()
+    try:
+        return _train(config, rank, world, local_rank, progress)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress: bool) -> Path:
+    device = _device(config.device, local_rank)
+    run_dir = Path(config.run_dir)
+    data = build_data(config.data)  # fails on a missing or empty dataset before anything is written
+    model_config = resolve_model_config(config, data)
+    share = _check_batching(config, world, len(data.dataset))
+    micro = config.micro_batch or share
+    if config.stage == "skip-only" and not config.init:
+        # adaLN-Zero blocks and head start at zero, so no gradient would reach the skips of a fresh model
+        raise ValueError("stage skip-only trains the long skips of pretrained weights: set init (--init PATH)")
+    resumed = latest_checkpoint(run_dir)
+    if resumed is not None:
+        _check_same_run(resumed[0], model_config, config, resumed[1])
+
+    torch.manual_seed(config.seed)  # identical initial weights on every process
+    model = DiT(model_config)
+    if config.init and resumed is None:
+        _load_init(model, config.init)
+    model.to(device)
+    model.gradient_checkpointing = config.grad_checkpointing
+    params = apply_stage(model, config.stage)
+    ema = make_ema(model)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay)
+    start = 0
+    if resumed is not None:
+        payload, path = resumed
+        model.load_state_dict(payload["model"])
+        ema.load_state_dict(payload["ema"])
+        optimizer.load_state_dict(payload["opt"])
+        start = int(payload["step"])
+        if rank == 0:
+            log.warning("resuming %s from step %d (%s)", run_dir, start, path.name)
+    torch.manual_seed(mix_seed(config.seed, rank, salt=2))  # a fixed seed per process for anything else
+
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(dump_config(config))
+        _truncate_log(run_dir / LOG_FILE, start)
+    net = model
+    if world > 1:
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    diffusion = GaussianDiffusion.create(None, schedule=config.noise_schedule, num_timesteps=NUM_TIMESTEPS,
+                                         learn_sigma=model_config.learn_sigma)
+    batches = StepBatches(len(data.dataset), config.global_batch, start, config.steps, config.seed, rank, world)
+    loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=batches, num_workers=config.data.workers,
+                                         pin_memory=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    mine = slice(rank * share, (rank + 1) * share)
+    bar = _progress_bar(config.steps, start, progress and rank == 0)
+    meter = _Meter()
+    step, saved = start, start
+    model.train()
+    try:
+        for items, labels in loader:
+            # -- the global batch's random numbers, then this process's slice ----------------------------
+            gen = torch.Generator().manual_seed(mix_seed(config.seed, step))
+            uniforms = torch.rand(config.global_batch, 4, generator=gen)  # 0-2: augmentation, 3: label drop
+            indices = torch.randint(0, NUM_TIMESTEPS, (config.global_batch,), generator=gen)
+            noise = torch.randn(config.global_batch, *data.sample_shape, generator=gen)
+            normals = torch.randn(config.global_batch, *data.sample_shape, generator=gen) if data.uses_normals \
+                else None
+            x0 = data.augment(items, uniforms[mine, :3], None if normals is None else normals[mine]).to(device)
+            drop = (uniforms[mine, 3] < model_config.class_dropout_prob).to(device)
+            labels, indices, noise = labels.to(device), indices[mine].to(device), noise[mine].to(device)
+
+            # -- forward / backward over micro-batches, one optimizer step -------------------------------
+            lr = config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            parts = range(0, share, micro)
+            for k, lo in enumerate(parts):
+                mb = slice(lo, lo + micro)
+                sync = world == 1 or k == len(parts) - 1
+                with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
+                    model_fn = functools.partial(_conditioned, net, labels[mb], drop[mb])
+                    terms = diffusion.training_losses(model_fn, x0[mb], indices[mb], noise[mb])
+                    loss = terms["loss"].mean() * (micro / share)
+                loss.backward()
+                meter.add_losses(terms, micro)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
+            optimizer.step()
+            update_ema_(ema, model, config.ema_decay)
+            step += 1
+            meter.add_step(grad_norm)
+
+            # -- bookkeeping ----------------------------------------------------------------------------
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                record = meter.flush(world, device)
+                record = {"step": step, **record, "lr": lr}
+                if rank == 0:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                    with open(run_dir / LOG_FILE, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+            if step % config.ckpt_every == 0 or step == config.steps:
+                _save(run_dir, step, model, ema, optimizer, config, model_config, rank, world)
+                saved = step
+    except KeyboardInterrupt:
+        if world == 1 and step > saved:  # keep the finished steps; DDP peers may be mid-collective
+            _save(run_dir, step, model, ema, optimizer, config, model_config, rank, world)
+            log.warning("interrupted: saved step %d; run the same command to continue", step)
+        raise
+    finally:
+        bar.close()
+    if step > saved:  # a run that had already finished
+        _save(run_dir, step, model, ema, optimizer, config, model_config, rank, world)
+    return checkpoint_path(run_dir, step)
+
+
+# -- pieces ------------------------------------------------------------------------------------------------
+def _conditioned(net, labels: torch.Tensor, drop: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return net(xt, t, labels, force_drop=drop)
+
+
+def resolve_model_config(config: TrainConfig, data: TrainData) -> DiTConfig:
+    """The preset with ``model_args``; input size, channels and classes default to the data's."""
+    channels, height, width = data.sample_shape
+    if height != width:
+        raise ValueError(f"square inputs only, the data gives {height}x{width}")
+    fitted = {"input_size": height, "in_channels": channels, "num_classes": data.num_classes}
+    model_config = preset_config(config.model, **{**fitted, **config.model_args})
+    clashes = [f"{k}={getattr(model_config, k)} (data: {v})" for k, v in fitted.items()
+               if getattr(model_config, k) != v]
+    if clashes:
+        raise ValueError(f"model_args do not fit the data: {', '.join(clashes)}")
+    return model_config
+
+
+def _check_batching(config: TrainConfig, world: int, size: int) -> int:
+    if config.global_batch % world:
+        raise ValueError(f"global_batch {config.global_batch} is not divisible by the {world} processes")
+    share = config.global_batch // world
+    if config.micro_batch and share % config.micro_batch:
+        raise ValueError(f"micro_batch {config.micro_batch} does not divide the per-process batch {share}")
+    if size == 0:
+        raise ValueError("the dataset is empty")
+    return share
+
+
+def _check_same_run(payload: dict, model_config: DiTConfig, config: TrainConfig, path: Path) -> None:
+    """Resuming continues the same network; anything else needs a new run folder."""
+    saved = DiTConfig(**payload["model_config"])
+    diffs = [f"{k}: {getattr(saved, k)} -> {getattr(model_config, k)}" for k in asdict(saved)
+             if getattr(saved, k) != getattr(model_config, k) and k != "skip_init"]
+    if payload["config"].get("stage") != config.stage:
+        diffs.append(f"stage: {payload['config'].get('stage')} -> {config.stage}")
+    if diffs:
+        raise ValueError(f"{path.parent.parent} holds a run of another architecture ({'; '.join(diffs)}); "
+                         "use a new run_dir (a next stage starts a new run with init: <checkpoint>)")
+
+
+def _load_init(model: DiT, path: str) -> None:
+    """Initial weights from a DiT / Skip-DiT checkpoint; a vanilla one gets new long skips."""
+    state, _ = read_checkpoint(path, prefer=("model", "ema", "state_dict"))  # training continues the raw weights
+    state, fmt = to_dit_layout(state, model.config.input_size)
+    report = load_state_into(model, state, skip_init=model.config.skip_init, source_format=fmt)
+    if report.new:
+        log.warning("init from %s: %d long-skip tensors are new (%s init)", path, len(report.new),
+                    model.config.skip_init)
+
+
+def _save(run_dir, step, model, ema, optimizer, config, model_config, rank, world) -> None:
+    if rank == 0:
+        payload = {
+            "model": model.state_dict(), "ema": ema.state_dict(), "opt": optimizer.state_dict(), "step": step,
+            "config": config.to_dict(), "model_config": asdict(model_config),
+        }
+        save_checkpoint(payload, checkpoint_path(run_dir, step))
+        prune_checkpoints(run_dir, config.keep_last, config.snapshot_every)
+    if world > 1:
+        dist.barrier()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the resumed step, so a resumed run's log reads as one uninterrupted run."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in lines))
+
+
+class _Meter:
+    """Loss sums and gradient norms between log lines; losses are averaged over all processes."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.samples = 0
+        self.grad_norms: list[torch.Tensor] = []
+        self.start = time.perf_counter()
+
+    def add_losses(self, terms: dict[str, torch.Tensor], samples: int) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0) + v.detach().float().sum()
+        self.samples += samples
+
+    def add_step(self, grad_norm: torch.Tensor) -> None:
+        self.grad_norms.append(grad_norm.detach().float())
+
+    def flush(self, world: int, device: torch.device) -> dict:
+        names = sorted(self.sums)
+        totals = torch.stack([self.sums[k] for k in names] + [torch.tensor(float(self.samples), device=device)])
+        if world > 1:
+            dist.all_reduce(totals)
+        *losses, samples = totals.tolist()
+        record = {k: v / samples for k, v in zip(names, losses)}
+        record["grad_norm"] = torch.stack(self.grad_norms).mean().item()  # identical on every process
+        record["samples_per_sec"] = samples / (time.perf_counter() - self.start)
+        self.__init__()
+        return record
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", dynamic_ncols=True)
+
+
+def _init_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; one process without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend)
+    return rank, world, local_rank
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but CUDA is not available")
+    return device

@@ -1,0 +1,34 @@
+"""Training stages of the two-stage conversion (reference §D.1), chosen by module.
+
+* ``full``: every trainable parameter (the frozen sin-cos ``pos_embed`` stays frozen, as upstream).
+* ``skip-only``: only the long-skip modules (``skip_norms`` and ``skip_linears``). A vanilla DiT
+  converted to Skip-DiT first learns to use its new skips while the pretrained blocks stay fixed.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .config import STAGES
+
+
+def stage_modules(model: nn.Module, stage: str) -> list[nn.Module]:
+    """The modules whose parameters train in ``stage``."""
+    if stage == "full":
+        return [model]
+    if stage == "skip-only":
+        if not getattr(model, "has_long_skips", False):
+            raise ValueError("stage skip-only needs a model with long skips (a -skip preset)")
+        return [model.skip_norms, model.skip_linears]
+    raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+
+
+def apply_stage(model: nn.Module, stage: str) -> list[nn.Parameter]:
+    """Freeze everything outside ``stage``'s modules; return the parameters that train (for the optimizer)."""
+    modules = stage_modules(model, stage)
+    model.requires_grad_(False)
+    for module in modules:
+        module.requires_grad_(True)
+    if isinstance(getattr(model, "pos_embed", None), nn.Parameter):
+        model.pos_embed.requires_grad_(False)  # the fixed sin-cos table
+    return [p for p in model.parameters() if p.requires_grad]

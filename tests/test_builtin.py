@@ -1,0 +1,59 @@
+"""The shipped weights: the digits models, the digits evaluator, and the Fréchet distance behind FDD."""
+
+import numpy as np
+import pytest
+import torch
+
+from skipdit import generate, load
+from skipdit.assets import BUILTIN_MODELS
+from skipdit.cli import main
+from skipdit.metrics.digits import DigitsEvaluator
+from skipdit.metrics.fid import feature_statistics, frechet_distance
+
+# Sampling settings of the accuracy check: DDPM-250 (the CLI default), guidance 4, 50 samples.
+SEEDS = list(range(50))
+LABELS = [s % 10 for s in SEEDS]
+
+
+def test_frechet_distance_by_arithmetic():
+    # 1-D: (m1 - m2)^2 + (s1 - s2)^2
+    assert frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(4.0 + 1.0)
+    # diagonal: sum over dimensions
+    assert frechet_distance([0, 0], np.diag([1.0, 4.0]), [1, 1], np.diag([4.0, 16.0])) == pytest.approx(2 + 1 + 4)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 8))
+    assert frechet_distance(*feature_statistics(a), *feature_statistics(a)) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="mismatched statistics"):
+        frechet_distance([0.0], [[1.0]], [0.0, 0.0], np.eye(2))
+
+
+def test_evaluator_knows_real_digits_from_noise():
+    pytest.importorskip("sklearn")
+    from skipdit.train.data import load_digits_tensors
+
+    evaluator = DigitsEvaluator.load()
+    assert evaluator.info["holdout_accuracy"] > 0.97
+    images, labels = load_digits_tensors()
+    real = evaluator.evaluate(images[:1000], labels[:1000])
+    noise = evaluator.evaluate(torch.rand(1000, 1, 16, 16) * 2 - 1, labels[:1000])
+    assert real["accuracy"] > 0.97 and noise["accuracy"] < 0.5
+    assert real["fdd"] < 0.1 * noise["fdd"]
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_MODELS))
+def test_builtin_models_load_and_draw_their_digits(name):
+    model = load(name)
+    assert model.config.long_skip == name.endswith("Skip-DiT")
+    out = generate(model, SEEDS, LABELS, sampler="ddpm", steps=250, cfg_scale=4.0)
+    scores = DigitsEvaluator.load().evaluate(out.images, LABELS)
+    assert scores["accuracy"] >= 0.9, scores
+
+
+def test_sample_defaults_to_the_builtin_skip_dit(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["sample", "--seeds", "0-3", "--steps", "20", "--cache", "skip:N=2", "--compare-uncached",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "measured speed-up" in printed and "PSNR" in printed
+    assert (out / "grid.png").is_file() and (out / "uncached" / "grid.png").is_file()
+    assert (out / "000003-3.png").is_file()
