@@ -1,5 +1,7 @@
 """The shipped weights: the digits models, the digits evaluator, and the Fréchet distance behind FDD."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -57,3 +59,15 @@ def test_sample_defaults_to_the_builtin_skip_dit(tmp_path, capsys):
     assert "measured speed-up" in printed and "PSNR" in printed
     assert (out / "grid.png").is_file() and (out / "uncached" / "grid.png").is_file()
     assert (out / "000003-3.png").is_file()
+
+
+def test_builtin_dit_converts_to_skip_dit(tmp_path):
+    pytest.importorskip("sklearn")
+    from skipdit.train import load_config, train
+
+    config = Path(__file__).parent.parent / "configs/digits/convert-stage1.yaml"
+    cfg = load_config(config, [f"run_dir={tmp_path}", "steps=2", "global_batch=16"])
+    train(cfg, progress=False)
+    state = torch.load(tmp_path / "checkpoints" / "ckpt-0000002.pt", weights_only=True)["model"]
+    for key, value in load("digits/DiT").state_dict().items():
+        assert torch.equal(state[key], value), key

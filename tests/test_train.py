@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -180,6 +182,24 @@ def test_ctrl_c_saves_the_finished_steps(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
     assert [s for s, _ in list_checkpoints(cfg.run_dir)] == [2]  # step 3's optimizer step had not finished
+
+
+def test_sigterm_saves_the_finished_steps(tmp_path):
+    cfg = tiny_config(tmp_path, steps=100_000, ckpt_every=100_000, log_every=1)
+    script = ("from skipdit.train import train; from skipdit.train.config import from_dict; import json, sys; "
+              "train(from_dict(json.loads(sys.argv[1])), progress=False)")
+    config = json.dumps({**cfg.to_dict(), "adam_betas": list(cfg.adam_betas)})
+    proc = subprocess.Popen([sys.executable, "-c", script, config], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = Path(cfg.run_dir) / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    steps = [s for s, _ in list_checkpoints(cfg.run_dir)]
+    assert len(steps) == 1 and steps[0] >= 3, err
+    assert f"interrupted: saved step {steps[0]}" in err
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):

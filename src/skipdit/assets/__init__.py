@@ -28,3 +28,8 @@ def builtin_model_path(name: str) -> Path:
     if name not in BUILTIN_MODELS:
         raise ValueError(f"unknown built-in model {name!r}; valid: {', '.join(BUILTIN_MODELS)}")
     return asset_path(BUILTIN_MODELS[name])
+
+
+def resolve_weights(path_or_name) -> Path:
+    """A built-in model name (``"digits/Skip-DiT"``) as its file; anything else as a path."""
+    return builtin_model_path(str(path_or_name)) if str(path_or_name) in BUILTIN_MODELS else Path(path_or_name)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..assets import BUILTIN_MODELS, builtin_model_path
+from ..assets import resolve_weights
 from ..models.dit import DiT, DiTConfig
 from ..models.presets import DIT_SIZES, preset_config
 from ..models.skip import init_long_skips_
@@ -215,9 +215,7 @@ def load(
     from the file, so a checkpoint of another architecture is rejected. ``skip_init`` lets a vanilla
     checkpoint initialise a Skip-DiT.
     """
-    if str(path) in BUILTIN_MODELS:
-        path = builtin_model_path(str(path))
-    state, stored = read_checkpoint(path)
+    state, stored = read_checkpoint(resolve_weights(path))
     state, fmt = to_dit_layout(state, overrides.get("input_size"))
     if preset is not None:
         geometry = infer_geometry(state)

@@ -18,6 +18,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ..assets import resolve_weights
 from ..convert.checkpoint import load_state_into, read_checkpoint, to_dit_layout
 from ..diffusion import GaussianDiffusion
 from ..models.dit import DiT, DiTConfig
@@ -46,7 +49,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     """Train (or continue training) the run in ``config.run_dir``. Returns the last checkpoint's path."""
     rank, world, local_rank = _init_distributed()
     try:
-        return _train(config, rank, world, local_rank, progress)
+        with _terminate_as_interrupt(enabled=world == 1):
+            return _train(config, rank, world, local_rank, progress)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -159,8 +163,6 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
         raise
     finally:
         bar.close()
-    if step > saved:  # a run that had already finished
-        _save(run_dir, step, model, ema, optimizer, config, model_config, rank, world)
     return checkpoint_path(run_dir, step)
 
 
@@ -208,7 +210,8 @@ def _check_same_run(payload: dict, model_config: DiTConfig, config: TrainConfig,
 
 def _load_init(model: DiT, path: str) -> None:
     """Initial weights from a DiT / Skip-DiT checkpoint; a vanilla one gets new long skips."""
-    state, _ = read_checkpoint(path, prefer=("model", "ema", "state_dict"))  # training continues the raw weights
+    # a training checkpoint gives its raw weights: training continues those, not the EMA
+    state, _ = read_checkpoint(resolve_weights(path), prefer=("model", "ema", "state_dict"))
     state, fmt = to_dit_layout(state, model.config.input_size)
     report = load_state_into(model, state, skip_init=model.config.skip_init, source_format=fmt)
     if report.new:
@@ -264,6 +267,23 @@ class _Meter:
         record["samples_per_sec"] = samples / (time.perf_counter() - self.start)
         self.__init__()
         return record
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt(enabled: bool):
+    """SIGTERM (``kill``, batch schedulers) ends a single-process run like Ctrl-C: finished steps are saved."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
