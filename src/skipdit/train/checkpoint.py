@@ -54,7 +54,7 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
+def read_training_checkpoint(path: str | os.PathLike) -> dict:
     """A training checkpoint, checked for completeness. Raises ``ValueError`` if it is corrupt."""
     path = Path(path)
     try:
@@ -77,7 +77,7 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> tuple[dict, Path] | None:
     problems = []
     for _, path in reversed(found):
         try:
-            payload = read_checkpoint(path)
+            payload = read_training_checkpoint(path)
         except ValueError as err:
             problems.append(str(err))
             log.warning("checkpoint %s; falling back to an older one", err)
@@ -117,7 +117,7 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, weights: str =
         if not path.is_file():
             kept = ", ".join(str(s) for s, _ in list_checkpoints(run_dir)) or "none"
             raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir} (kept steps: {kept})")
-        payload = read_checkpoint(path)
+        payload = read_training_checkpoint(path)
     model = DiT(DiTConfig(**payload["model_config"]))
     model.load_state_dict(payload[weights])
     return model.eval(), payload

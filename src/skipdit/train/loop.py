@@ -61,7 +61,7 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
     run_dir = Path(config.run_dir)
     data = build_data(config.data)  # fails on a missing or empty dataset before anything is written
     model_config = resolve_model_config(config, data)
-    share = _check_batching(config, world, len(data.dataset))
+    share = _check_batching(config, world)
     micro = config.micro_batch or share
     if config.stage == "skip-only" and not config.init:
         # adaLN-Zero blocks and head start at zero, so no gradient would reach the skips of a fresh model
@@ -185,14 +185,13 @@ def resolve_model_config(config: TrainConfig, data: TrainData) -> DiTConfig:
     return model_config
 
 
-def _check_batching(config: TrainConfig, world: int, size: int) -> int:
+def _check_batching(config: TrainConfig, world: int) -> int:
+    """This process's share of the global batch."""
     if config.global_batch % world:
         raise ValueError(f"global_batch {config.global_batch} is not divisible by the {world} processes")
     share = config.global_batch // world
     if config.micro_batch and share % config.micro_batch:
         raise ValueError(f"micro_batch {config.micro_batch} does not divide the per-process batch {share}")
-    if size == 0:
-        raise ValueError("the dataset is empty")
     return share
 
 
