@@ -159,15 +159,16 @@ def test_guidance_arithmetic():
 
     x, t, y = torch.zeros(2, 4, 2, 2), torch.zeros(2), torch.tensor([3, 5])
     null, s = 10, 4.0
-    out = classifier_free_guidance(model_fn, s, null, eps_channels=4)(x, t, y)
+    c, u = (y,), (torch.full_like(y, null),)
+    out = classifier_free_guidance(model_fn, s, eps_channels=4)(x, t, c, u)
     cond, uncond = model_fn(x, t, y), model_fn(x, t, torch.full_like(y, null))
     torch.testing.assert_close(out[:, :4], uncond[:, :4] + s * (cond[:, :4] - uncond[:, :4]))
     torch.testing.assert_close(out[:, 4:], cond[:, 4:])
-    legacy = classifier_free_guidance(model_fn, s, null, eps_channels=4, mode="dit_legacy")(x, t, y)
+    legacy = classifier_free_guidance(model_fn, s, eps_channels=4, mode="dit_legacy")(x, t, c, u)
     torch.testing.assert_close(legacy[:, :3], out[:, :3])
     torch.testing.assert_close(legacy[:, 3:], cond[:, 3:])
-    two_pass = classifier_free_guidance(model_fn, s, null, eps_channels=4, batched=False)(x, t, y)
+    two_pass = classifier_free_guidance(model_fn, s, eps_channels=4, batched=False)(x, t, c, u)
     torch.testing.assert_close(two_pass, out)
-    assert classifier_free_guidance(model_fn, 1.0, null, 4) is model_fn
+    torch.testing.assert_close(classifier_free_guidance(model_fn, 1.0, 4)(x, t, c, u), cond)
     with pytest.raises(ValueError, match="unknown guidance mode"):
-        classifier_free_guidance(model_fn, 2.0, null, 4, mode="half")
+        classifier_free_guidance(model_fn, 2.0, 4, mode="half")

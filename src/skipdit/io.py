@@ -1,12 +1,16 @@
-"""Images on disk: uint8 conversion, per-sample PNGs, labelled grids, seed lists."""
+"""Images and videos on disk: uint8 conversion, per-sample PNGs, labelled grids, gif / mp4, seed lists."""
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import secrets
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -81,3 +85,190 @@ def save_grid(images: torch.Tensor, captions: Sequence[str], path, ncols: int | 
     make_grid(images, captions, ncols).save(path)
     return path
 
+
+
+# -- videos ------------------------------------------------------------------------------------------------
+VIDEO_FORMATS = ("mp4", "gif")
+MIN_VIDEO_SIDE = 128  # the default upscale makes the short side at least this (16x16 -> 128x128)
+# libx264 CRF. 0 would be lossless, but x264 then writes the "High 4:4:4 Predictive" profile, which browsers and
+# QuickTime refuse to play; 4 keeps the plain High profile and costs at most 2 levels on grey digits.
+MP4_CRF = 4
+_NEED_FFMPEG = "writing mp4 needs imageio-ffmpeg: pip install 'skipdit[video]'"
+
+
+def _video_format(path: Path) -> str:
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in VIDEO_FORMATS:
+        raise ValueError(f"unknown video format {path.suffix!r} ({path.name}): use one of {VIDEO_FORMATS}")
+    return fmt
+
+
+def default_video_scale(height: int, width: int) -> int:
+    """The smallest integer zoom that makes ``min(height, width) >= MIN_VIDEO_SIDE`` (1 for large videos)."""
+    return max(1, math.ceil(MIN_VIDEO_SIDE / max(1, min(height, width))))
+
+
+def _check_frames(frames: torch.Tensor) -> None:
+    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] not in (1, 3) or len(frames) == 0:
+        raise ValueError(f"frames must be uint8 (F, H, W, C) with C in (1, 3) and F >= 1, "
+                         f"got {frames.dtype} {tuple(frames.shape)}")
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """``write(tmp_path)`` into a temporary file next to ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh name rather than mkstemp, so the file gets the usual permissions; it keeps the suffix for ffmpeg
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_video(frames: torch.Tensor, path, *, fps: int = 8, scale: int | None = None) -> Path:
+    """Write uint8 frames (F, H, W, C), C in (1, 3), to ``path``; the suffix picks the format (``VIDEO_FORMATS``).
+
+    Frames are enlarged ``scale`` times (nearest); ``None`` picks :func:`default_video_scale`, so a 16x16 video
+    becomes 128x128. ``.gif`` is lossless for grey or <= 256-colour videos and keeps every frame, repeated ones
+    included. ``.mp4`` is H.264 yuv420p at ``MP4_CRF`` (near-lossless; plays everywhere); odd sides are padded
+    to even by repeating the last row / column. The file appears atomically (temporary file, then rename).
+    """
+    path = Path(path)
+    fmt = _video_format(path)
+    _check_frames(frames)
+    if int(fps) != fps or fps < 1:
+        raise ValueError(f"fps must be a positive integer, got {fps!r}")
+    scale = default_video_scale(*frames.shape[1:3]) if scale is None else scale
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer or None, got {scale!r}")
+    frames = frames.cpu().repeat_interleave(int(scale), 1).repeat_interleave(int(scale), 2)  # (F, sH, sW, C)
+    if fmt == "gif":
+        return _atomic_write(path, lambda tmp: _write_gif(frames, tmp, int(fps)))
+    try:
+        import imageio_ffmpeg
+    except ImportError as err:
+        raise ImportError(_NEED_FFMPEG) from err
+    return _atomic_write(path, lambda tmp: _write_mp4(imageio_ffmpeg, frames, tmp, int(fps)))
+
+
+def _write_mp4(imageio_ffmpeg, frames: torch.Tensor, path: Path, fps: int) -> None:
+    _, h, w, c = frames.shape
+    frames = torch.nn.functional.pad(  # yuv420p needs even sides; replicate so no border line appears
+        frames.permute(0, 3, 1, 2).float(), (0, w % 2, 0, h % 2), mode="replicate"
+    ).to(torch.uint8).permute(0, 2, 3, 1)  # (F, H', W', C)
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (frames.shape[2], frames.shape[1]), pix_fmt_in="gray" if c == 1 else "rgb24",
+        pix_fmt_out="yuv420p", fps=fps, codec="libx264", quality=None, macro_block_size=1,
+        ffmpeg_log_level="error",
+        # area + accurate rounding for the RGB -> YUV 4:2:0 conversion: with the default bicubic chroma filter
+        # an 8x-enlarged random-colour video comes back up to 24 levels off, with these at most 4.
+        output_params=["-crf", str(MP4_CRF), "-movflags", "+faststart", "-sws_flags", "area+accurate_rnd"],
+    )
+    writer.send(None)
+    try:
+        for frame in frames:
+            writer.send(frame.contiguous().numpy().tobytes())
+    finally:
+        writer.close()
+
+
+def _gif_palette(frames: torch.Tensor):
+    """(F, H, W, C) uint8 -> palette indices (F, H, W) uint8 and one global RGB palette (bytes, <= 256 colours).
+
+    Exact when the video has at most 256 colours (always for grey); otherwise a median-cut palette of all frames.
+    """
+    from PIL import Image
+
+    array = frames.numpy()
+    if array.shape[-1] == 1:
+        grey = bytes(v for level in range(256) for v in (level, level, level))
+        return array[..., 0], grey
+    keys = (array[..., 0].astype(np.int32) << 16) | (array[..., 1].astype(np.int32) << 8) | array[..., 2]
+    colours, indices = np.unique(keys, return_inverse=True)
+    if len(colours) <= 256:
+        rgb = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], -1).astype(np.uint8)
+        return indices.reshape(keys.shape).astype(np.uint8), rgb.tobytes()
+    f, h, w, _ = array.shape
+    strip = Image.fromarray(array.reshape(f * h, w, 3)).quantize(256, dither=Image.Dither.NONE)
+    return np.asarray(strip).reshape(f, h, w), bytes(strip.getpalette()[: 3 * 256])
+
+
+def _write_gif(frames: torch.Tensor, path: Path, fps: int) -> None:
+    # Assembled here rather than with ``Image.save(save_all=True)``: Pillow merges consecutive identical frames
+    # (adding up their durations) and offers no option to turn that off, which would change the frame count.
+    # Pillow still does the LZW coding of each full frame (``GifImagePlugin.getdata``).
+    from PIL import GifImagePlugin, Image
+
+    indices, palette = _gif_palette(frames)
+    f, h, w = indices.shape
+    bits = max(1, math.ceil(math.log2(max(2, len(palette) // 3))))  # the colour table holds 2**bits entries
+    table = palette + bytes(3 * (2**bits) - len(palette))
+    header = b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80 | (bits - 1), 0, 0) + table
+    header += b"!\xff\x0bNETSCAPE2.0\x03\x01" + struct.pack("<H", 0) + b"\x00"  # loop forever
+    with open(path, "wb") as out:
+        out.write(header)
+        for k in range(f):
+            # delays are in 1/100 s: take the differences of rounded cumulative times so the mean rate is exact
+            delay = round((k + 1) * 100 / fps) - round(k * 100 / fps)
+            image = Image.fromarray(np.ascontiguousarray(indices[k]))  # mode "L": its values are the palette indices
+            for chunk in GifImagePlugin.getdata(image, duration=10 * delay, disposal=1):
+                out.write(chunk)
+        out.write(b";")
+
+
+def read_video(path) -> torch.Tensor:
+    """A gif or mp4 as uint8 (F, H, W, 3)."""
+    path = Path(path)
+    fmt = _video_format(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no video at {path}")
+    if fmt == "gif":
+        from PIL import Image, ImageSequence
+
+        with Image.open(path) as image:
+            frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+        return torch.from_numpy(np.stack(frames))
+    try:
+        import imageio_ffmpeg
+    except ImportError as err:
+        raise ImportError(_NEED_FFMPEG.replace("writing", "reading")) from err
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        w, h = next(reader)["size"]
+        frames = [np.frombuffer(raw, np.uint8).reshape(h, w, 3) for raw in reader]
+    finally:
+        reader.close()
+    return torch.from_numpy(np.stack(frames))
+
+
+def save_videos(videos: torch.Tensor, names: Sequence[str], out_dir, *, formats: Sequence[str] = ("mp4",),
+                fps: int = 8, scale: int | None = None) -> list[Path]:
+    """``out_dir/<name>.<format>`` for each video (N, F, H, W, C) uint8 and each format, in that order."""
+    if len(names) != len(videos):
+        raise ValueError(f"{len(videos)} videos but {len(names)} names")
+    bad = [f for f in formats if f not in VIDEO_FORMATS]
+    if bad:
+        raise ValueError(f"unknown video format(s) {bad}: use {VIDEO_FORMATS}")
+    out_dir = Path(out_dir)
+    return [save_video(video, out_dir / f"{name}.{fmt}", fps=fps, scale=scale)
+            for video, name in zip(videos, names) for fmt in formats]
+
+
+def video_to_uint8(videos: torch.Tensor) -> torch.Tensor:
+    """(N, C, F, H, W) in [-1, 1] -> (N, F, H, W, C) uint8, each frame rounded exactly as :func:`to_uint8`."""
+    n, c, f, h, w = videos.shape
+    frames = to_uint8(videos.transpose(1, 2).reshape(n * f, c, h, w))  # (N*F, H, W, C)
+    return frames.reshape(n, f, h, w, c)
+
+
+def save_video_grid(videos: torch.Tensor, captions: Sequence[str], path, *, fps: int = 8,
+                    ncols: int | None = None) -> Path:
+    """One animated gif/mp4 whose frame ``k`` is :func:`make_grid` of frame ``k`` of every video (N, F, H, W, C)."""
+    if videos.dim() != 5:
+        raise ValueError(f"videos must be uint8 (N, F, H, W, C), got {tuple(videos.shape)}")
+    _video_format(Path(path))
+    frames = [np.asarray(make_grid(videos[:, k], captions, ncols)) for k in range(videos.shape[1])]
+    return save_video(torch.from_numpy(np.stack(frames)), path, fps=fps, scale=1)

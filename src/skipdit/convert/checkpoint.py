@@ -1,17 +1,19 @@
-"""Reading, recognising, loading and writing DiT / Skip-DiT checkpoints.
+"""Reading, recognising, loading and writing checkpoints of every model family.
 
-Accepted inputs (reference §A.2, peers §1.4):
+Accepted inputs (reference §A.2-A.4, peers §1.4):
 
-* official DiT ``.pt`` files: a raw state dict (``DiT-XL-2-256x256.pt``) or a training checkpoint
-  ``{"model", "ema", "opt", "args"}`` (the EMA weights are preferred);
-* official Skip-DiT ``.pt`` files (same layout plus ``skip_norms.*`` / ``skip_linears.*``);
+* official DiT / Skip-DiT ``.pt`` files: a raw state dict (``DiT-XL-2-256x256.pt``) or a training
+  checkpoint ``{"model", "ema", "opt", "args"}`` (the EMA weights are preferred);
+* official Latte / Latte-skip class-to-video ``.pt`` files (``{"ema"}``), same naming plus ``temp_embed``;
+* official Latte-T2V-skip ``Latte-skip.pt`` (``{"model", "ema"}``) and diffusers
+  ``LatteTransformer3DModel`` folders (``config.json`` + safetensors), in diffusers naming;
 * diffusers ``DiTTransformer2DModel`` state dicts (``.safetensors`` / ``.bin``), converted on load;
-* our safetensors, which carry the model config in their metadata.
+* our safetensors, which carry the architecture and its config in their metadata.
 
 A state dict is matched against a model key by key: every key must be consumed and every shape must
 agree, otherwise the error lists the missing, unexpected and mis-shaped keys. The only tolerated gap
-is a vanilla checkpoint loaded into a Skip-DiT when ``skip_init`` names how to initialise the long
-skips; those keys are then reported as new.
+is a vanilla checkpoint loaded into a model with long skips when ``skip_init`` names how to initialise
+them (the two-stage conversion, §D.1); those keys are then reported as new.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from pathlib import Path
 import torch
 
 from ..assets import resolve_weights
-from ..models.dit import DiT, DiTConfig
-from ..models.presets import DIT_SIZES, preset_config
+from ..models.presets import arch_of, config_from_dict, model_from_config, preset_config
 from ..models.skip import init_long_skips_
+from .latte import heads_for, is_diffusers_folder, latte_geometry, latte_t2v_geometry, read_diffusers_latte
 
 log = logging.getLogger(__name__)
 # Official training checkpoints pickle their argparse Namespace under "args"; allow exactly that class.
@@ -75,9 +77,9 @@ def _few(items: list[str], n: int = 6) -> str:
 # -- reading ------------------------------------------------------------------------------------------
 def read_checkpoint(
     path: str | os.PathLike, prefer: tuple[str, ...] = ("ema", "model", "state_dict")
-) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """The state dict in a file and, for our safetensors, the config stored in its metadata. Of a
-    training checkpoint's entries, the first of ``prefer`` that is present is taken."""
+) -> tuple[dict[str, torch.Tensor], tuple[str, dict] | None]:
+    """The state dict in a file and, for our safetensors, ``(arch, config fields)`` from its metadata. Of
+    a training checkpoint's entries, the first of ``prefer`` that is present is taken."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -91,8 +93,10 @@ def read_checkpoint(
             state = load_file(str(path))
         except Exception as err:  # safetensors raises its own error types for corrupt files
             raise ValueError(f"cannot read {path}: not a valid safetensors file ({err})") from None
-        config = json.loads(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
-        return state, config
+        stored = None
+        if CONFIG_KEY in metadata:
+            stored = (metadata.get(ARCH_KEY, "dit"), json.loads(metadata[CONFIG_KEY]))
+        return state, stored
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as err:
@@ -111,19 +115,29 @@ def unwrap_state_dict(obj, path, prefer: tuple[str, ...] = ("ema", "model", "sta
     raise ValueError(f"{path}: no state dict found (expected tensors, or an 'ema' / 'model' entry)")
 
 
+# format name -> architecture
+FORMATS = {"dit": "dit", "diffusers-dit": "dit", "latte": "latte", "latte-t2v": "latte_t2v",
+           "diffusers-latte": "latte_t2v"}
+
+
 def detect_format(state: dict[str, torch.Tensor]) -> str:
-    """``"dit"`` (official DiT / Skip-DiT naming, also ours) or ``"diffusers-dit"``."""
+    """``"dit"`` (official DiT / Skip-DiT naming, also ours), ``"latte"`` (official class-to-video Latte),
+    ``"latte-t2v"`` (Latte-T2V in diffusers naming) or ``"diffusers-dit"``."""
     if "x_embedder.proj.weight" in state:
-        return "dit"
+        return "latte" if "temp_embed" in state else "dit"
+    if "temporal_transformer_blocks.0.attn1.to_q.weight" in state:
+        return "latte-t2v"
     if "pos_embed.proj.weight" in state and "transformer_blocks.0.norm1.linear.weight" in state:
         return "diffusers-dit"
     raise ValueError(
-        "unrecognised checkpoint: not a DiT / Skip-DiT state dict (first keys: " + _few(sorted(state), 4) + ")"
+        "unrecognised checkpoint: not a DiT, Latte or Latte-T2V state dict (first keys: "
+        + _few(sorted(state), 4) + ")"
     )
 
 
 def to_dit_layout(state: dict[str, torch.Tensor], input_size: int | None = None):
-    """(state dict in the official DiT layout, source format name)."""
+    """(state dict in our layout, source format name): diffusers DiT weights are converted, every other
+    format already is in our layout."""
     fmt = detect_format(state)
     if fmt == "diffusers-dit":
         from .diffusers import from_diffusers_dit
@@ -133,8 +147,12 @@ def to_dit_layout(state: dict[str, torch.Tensor], input_size: int | None = None)
 
 
 # -- config inference -----------------------------------------------------------------------------
-def infer_geometry(state: dict[str, torch.Tensor]) -> dict:
+def infer_geometry(state: dict[str, torch.Tensor], arch: str = "dit") -> dict:
     """Config fields that the tensor shapes determine (everything but the head count)."""
+    if arch == "latte":
+        return latte_geometry(state)
+    if arch == "latte_t2v":
+        return latte_t2v_geometry(state)
     try:
         hidden, in_channels, patch, _ = state["x_embedder.proj.weight"].shape
         depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
@@ -153,24 +171,18 @@ def infer_geometry(state: dict[str, torch.Tensor]) -> dict:
     )
 
 
-def infer_config(state: dict[str, torch.Tensor], **overrides) -> DiTConfig:
-    """A config for an official-layout state dict. The head count is not in the shapes; it is taken from
+def infer_config(state: dict[str, torch.Tensor], arch: str | None = None, **overrides):
+    """A config for a state dict in our layout. The head count is not in the shapes; it is taken from
     the DiT size with the same width (S 6, B 12, L 16, XL 16) unless ``num_heads`` is given."""
-    fields = infer_geometry(state)
-    if "num_heads" not in overrides:
-        heads = {h: n for h, _, n in DIT_SIZES.values()}.get(fields["hidden_size"])
-        if heads is None:
-            raise ValueError(
-                f"cannot infer the head count for hidden size {fields['hidden_size']}; pass a preset or num_heads"
-            )
-        fields["num_heads"] = heads
-    fields.update(overrides)
-    return DiTConfig(**fields)
+    arch = arch or FORMATS[detect_format(state)]
+    fields = infer_geometry(state, arch)
+    fields["num_heads"] = overrides["num_heads"] if "num_heads" in overrides else heads_for(fields["hidden_size"])
+    return config_from_dict(arch, {**fields, **overrides})
 
 
 # -- loading --------------------------------------------------------------------------------------------
 def load_state_into(
-    model: DiT, state: dict[str, torch.Tensor], *, skip_init: str | None = None, source_format: str = "dit"
+    model, state: dict[str, torch.Tensor], *, skip_init: str | None = None, source_format: str = "dit"
 ) -> LoadReport:
     """Copy ``state`` into ``model`` strictly; see the module docstring for the one tolerated gap."""
     expected = model.state_dict()
@@ -203,36 +215,56 @@ def load_state_into(
     return report
 
 
+# config fields a preset takes from the file: the data geometry, never the architecture
+FILE_FIELDS = {
+    "dit": ("input_size", "in_channels", "learn_sigma", "num_classes"),
+    "latte": ("input_size", "in_channels", "learn_sigma", "num_classes", "num_frames"),
+    "latte_t2v": ("input_size", "in_channels", "learn_sigma", "caption_channels", "num_frames"),
+}
+
+
 def load(
     path: str | os.PathLike, preset: str | None = None, *, skip_init: str | None = None,
     return_report: bool = False, **overrides,
 ):
-    """A DiT / Skip-DiT with the weights of ``path`` (a file, or a built-in name such as
+    """A model with the weights of ``path`` (a file, a diffusers Latte folder, or a built-in name such as
     ``"digits/Skip-DiT"``), in eval mode.
 
-    Without ``preset`` the architecture comes from the file (our metadata, else the tensor shapes).
-    With ``preset`` the architecture is the preset's and only the input size, channels and classes come
-    from the file, so a checkpoint of another architecture is rejected. ``skip_init`` lets a vanilla
-    checkpoint initialise a Skip-DiT.
+    Without ``preset`` the architecture comes from the file (our metadata, a diffusers ``config.json``,
+    else the tensor shapes). With ``preset`` the architecture is the preset's and only the data geometry
+    (input size, channels, classes, frames) comes from the file, so a checkpoint of another architecture
+    is rejected. ``skip_init`` lets a vanilla checkpoint initialise a model with long skips.
     """
-    state, stored = read_checkpoint(resolve_weights(path))
-    state, fmt = to_dit_layout(state, overrides.get("input_size"))
-    if preset is not None:
-        geometry = infer_geometry(state)
-        keep = ("input_size", "in_channels", "learn_sigma", "num_classes")
-        config = preset_config(preset, **{**{k: geometry[k] for k in keep}, **overrides})
-    elif stored is not None:
-        config = DiTConfig(**stored).replace(**overrides)
+    source = resolve_weights(path)
+    known: dict = {}
+    if is_diffusers_folder(source):
+        state, known = read_diffusers_latte(source)
+        arch, fmt = "latte_t2v", "diffusers-latte"
     else:
-        config = infer_config(state, **overrides)
-    model = DiT(config)
+        state, stored = read_checkpoint(source)
+        state, fmt = to_dit_layout(state, overrides.get("input_size"))
+        arch = FORMATS[fmt]
+        if stored is not None:
+            arch, known = stored
+    if preset is not None:
+        target = preset_config(preset)
+        if arch_of(target) != arch:
+            raise ValueError(f"{path} holds a {arch} model, but preset {preset} is a {arch_of(target)}")
+        fields = {**infer_geometry(state, arch), **known}
+        taken = {k: fields[k] for k in FILE_FIELDS[arch] if k in fields}
+        config = target.replace(**{**taken, **overrides})
+    elif known and set(known) >= {"hidden_size", "num_heads"}:
+        config = config_from_dict(arch, {**infer_geometry(state, arch), **known, **overrides})
+    else:
+        config = infer_config(state, arch, **{**known, **overrides})
+    model = model_from_config(config)
     report = load_state_into(model, state, skip_init=skip_init, source_format=fmt)
     model.eval()
     return (model, report) if return_report else model
 
 
 # -- writing ------------------------------------------------------------------------------------------
-def save(model: DiT, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> Path:
+def save(model, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> Path:
     """Write weights and config as safetensors, atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
@@ -240,7 +272,8 @@ def save(model: DiT, path: str | os.PathLike, extra_metadata: dict[str, str] | N
     if path.suffix != ".safetensors":
         raise ValueError(f"output must end in .safetensors, got {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {CONFIG_KEY: json.dumps(asdict(model.config)), ARCH_KEY: "dit", **(extra_metadata or {})}
+    metadata = {CONFIG_KEY: json.dumps(asdict(model.config)), ARCH_KEY: arch_of(model.config),
+                **(extra_metadata or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)

@@ -1,4 +1,7 @@
-"""Classifier-free guidance as a wrapper around ``model_fn(x, t, y)``.
+"""Classifier-free guidance as a wrapper around ``model_fn(x, t, *cond)``.
+
+A condition is a tuple of per-sample tensors: ``(labels,)`` for class models, ``(embeddings, mask)``
+for text models. The unconditional branch gets ``uncond``: the null label, or the negative prompt.
 
 ``mode="all"`` guides every noise-prediction channel (the first ``eps_channels`` of the output);
 ``mode="dit_legacy"`` guides only the first 3, as the official DiT ``forward_with_cfg`` does, which
@@ -14,28 +17,31 @@ import torch
 
 CFG_MODES = ("all", "dit_legacy")
 
+Condition = tuple[torch.Tensor | None, ...]
+
 
 def classifier_free_guidance(
-    model_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], scale: float, null_label: int,
-    eps_channels: int, *, mode: str = "all", batched: bool = True,
-) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Return ``guided(x, t, y)``. ``batched=True`` runs [cond, uncond] as one batch of 2N (one call per
-    step, as upstream); ``batched=False`` makes two calls of N, which halves peak activation memory."""
+    model_fn: Callable[..., torch.Tensor], scale: float, eps_channels: int, *, mode: str = "all",
+    batched: bool = True,
+) -> Callable[[torch.Tensor, torch.Tensor, Condition, Condition], torch.Tensor]:
+    """Return ``guided(x, t, cond, uncond)``. ``batched=True`` runs [cond, uncond] as one batch of 2N (one
+    call per step, as upstream); ``batched=False`` makes two calls of N, which halves peak activation
+    memory. With ``scale == 1`` only the conditional branch runs."""
     if mode not in CFG_MODES:
         raise ValueError(f"unknown guidance mode {mode!r}; valid: {', '.join(CFG_MODES)}")
     if scale < 1.0:
         raise ValueError(f"guidance scale must be >= 1 (1 disables guidance), got {scale}")
     if scale == 1.0:
-        return model_fn
+        return lambda x, t, cond, uncond: model_fn(x, t, *cond)
     guided = 3 if mode == "dit_legacy" else eps_channels
 
-    def guided_fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        null = torch.full_like(y, null_label)
+    def guided_fn(x: torch.Tensor, t: torch.Tensor, cond: Condition, uncond: Condition) -> torch.Tensor:
         if batched:
-            cond, uncond = model_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
+            both = tuple(None if c is None else torch.cat([c, u]) for c, u in zip(cond, uncond))
+            out_c, out_u = model_fn(torch.cat([x, x]), torch.cat([t, t]), *both).chunk(2)
         else:
-            cond, uncond = model_fn(x, t, y), model_fn(x, t, null)
-        mixed = uncond[:, :guided] + scale * (cond[:, :guided] - uncond[:, :guided])
-        return torch.cat([mixed, cond[:, guided:]], dim=1)
+            out_c, out_u = model_fn(x, t, *cond), model_fn(x, t, *uncond)
+        mixed = out_u[:, :guided] + scale * (out_c[:, :guided] - out_u[:, :guided])
+        return torch.cat([mixed, out_c[:, guided:]], dim=1)
 
     return guided_fn

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .layers import Attention, LabelEmbedder, Mlp, PatchEmbed, TimestepEmbedder, modulate, sincos_2d
-from .skip import SKIP_INITS, fuse, init_long_skips_, make_long_skips
+from .skip import SKIP_INITS, LongSkipStack, init_long_skips_, make_long_skips
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, T, p*p*C_out)
 
 
-class DiT(nn.Module):
+class DiT(LongSkipStack, nn.Module):
     """DiT / Skip-DiT. ``forward(x, t, y)`` has the official semantics: ``x`` (N, C, H, W) latents,
     ``t`` (N,) timesteps on the original 0..999 scale, ``y`` (N,) class ids (``num_classes`` = null)."""
 
@@ -143,6 +142,15 @@ class DiT(nn.Module):
     def null_label(self) -> int:
         return self.config.num_classes
 
+    conditioning = "class"
+
+    def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
+        """(C, H, W) of one sample; an image model takes no frame count."""
+        if num_frames not in (None, 1):
+            raise ValueError("this is an image model: --num-frames does not apply")
+        size = self.config.input_size
+        return (self.config.in_channels, size, size)
+
     # -- initialisation -------------------------------------------------------------------------------
     def initialize_weights(self) -> None:
         """The DiT scheme (xavier Linears, zero adaLN and output layer, N(0, 0.02) embeddings); the long
@@ -177,28 +185,9 @@ class DiT(nn.Module):
         h = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         return h, self.t_embedder(t) + self.y_embedder(y, force_drop)
 
-    def run_units(
-        self, h: torch.Tensor, c: torch.Tensor, start: int = 0, stop: int | None = None,
-        skips: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Run blocks ``start .. stop-1``. Shallow blocks push their outputs on ``skips``; deep blocks pop
-        the top of ``skips`` and fuse it in first (LIFO, so block i meets block L-1-i)."""
-        stop = self.config.depth if stop is None else stop
-        half = self.config.depth // 2
-        long_skip = self.has_long_skips
-        if long_skip and skips is None:
-            skips = []
-        for i in range(start, stop):
-            if long_skip and i >= half:
-                k = i - half
-                h = fuse(self.skip_norms[k], self.skip_linears[k], h, skips.pop())
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                h = checkpoint(self.blocks[i], h, c, use_reentrant=False)
-            else:
-                h = self.blocks[i](h, c)
-            if long_skip and i < half:
-                skips.append(h)
-        return h
+    def unit(self, i: int, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """A DiT unit is one block (reference §B.2: L = 28 for DiT-XL/2)."""
+        return self.blocks[i](h, c)
 
     def head(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.unpatchify(self.final_layer(h, c))

@@ -117,13 +117,14 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sin(out), torch.cos(out)], dim=1)  # (P, dim)
 
 
-def sincos_2d(dim: int, grid_size: int) -> torch.Tensor:
+def sincos_2d(dim: int, grid_size: int, interpolation_scale: float = 1.0) -> torch.Tensor:
     """2-D sin-cos table for a square grid, as in DiT: the first half encodes the column, the second the row.
 
-    Tokens are in row-major order (token ``r * grid_size + c``).
+    Tokens are in row-major order (token ``r * grid_size + c``). Positions are divided by
+    ``interpolation_scale`` (diffusers' PatchEmbed, for models trained at a larger size).
     """
     if dim % 4:
         raise ValueError(f"2-D sin-cos embedding needs a hidden size divisible by 4, got {dim}")
-    coords = torch.arange(grid_size, dtype=torch.float64)
+    coords = torch.arange(grid_size, dtype=torch.float64) / interpolation_scale
     rows, cols = torch.meshgrid(coords, coords, indexing="ij")
     return torch.cat([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], dim=1)  # (G*G, dim)

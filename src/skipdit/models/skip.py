@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 SKIP_INITS = ("torch_default", "xavier", "zero")
 
@@ -73,3 +74,44 @@ def init_long_skips_(norms: nn.ModuleList, linears: nn.ModuleList, scheme: str) 
         else:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
+
+
+class LongSkipStack:
+    """The unit loop shared by every model with (optional) long skips: DiT blocks, Latte
+    (spatial, temporal) pairs and Latte-T2V layers are all "units" (reference §B.1).
+
+    A model mixes this in and provides ``unit(i, h, ctx)`` (run unit ``i``), ``num_units``,
+    ``has_long_skips``, ``gradient_checkpointing`` and, with long skips, ``skip_norms`` /
+    ``skip_linears``. Units ``0 .. L/2-1`` push their outputs; unit ``i >= L/2`` first fuses the top of
+    the stack through ``skip_norms[i - L/2]`` (LIFO, so unit ``i`` meets unit ``L-1-i``). ``ctx`` is
+    whatever the model's units need (a conditioning vector, per-frame contexts, ...): caches pass it
+    through untouched.
+    """
+
+    num_units: int
+    has_long_skips: bool
+    gradient_checkpointing: bool
+
+    def unit(self, i: int, h: torch.Tensor, ctx) -> torch.Tensor:
+        raise NotImplementedError
+
+    def run_units(
+        self, h: torch.Tensor, ctx, start: int = 0, stop: int | None = None, skips: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Run units ``start .. stop-1``, pushing to / popping from ``skips`` as the wiring says."""
+        stop = self.num_units if stop is None else stop
+        half = self.num_units // 2
+        long_skip = self.has_long_skips
+        if long_skip and skips is None:
+            skips = []
+        for i in range(start, stop):
+            if long_skip and i >= half:
+                k = i - half
+                h = fuse(self.skip_norms[k], self.skip_linears[k], h, skips.pop())
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                h = checkpoint(self.unit, i, h, ctx, use_reentrant=False)
+            else:
+                h = self.unit(i, h, ctx)
+            if long_skip and i < half:
+                skips.append(h)
+        return h
