@@ -35,13 +35,15 @@ class StepPlan:
 
 @dataclass(frozen=True)
 class CacheStats:
-    """What a run did. ``ideal_speedup`` = unit evaluations without the cache / with it."""
+    """What a run did. ``ideal_speedup`` = unit evaluations without the cache / with it;
+    ``cached_units`` are the units that ran on cached steps (e.g. ``(0, 13)`` for Skip-Cache b=1 on Latte)."""
 
     steps: int
     full_steps: int
     cached_steps: int
     unit_evals: int
     units_per_step: int
+    cached_units: tuple[int, ...] = ()
 
     @property
     def ideal_speedup(self) -> float:
@@ -50,7 +52,9 @@ class CacheStats:
     @classmethod
     def from_plan(cls, plan: Sequence[StepPlan], units_per_step: int) -> CacheStats:
         full = sum(p.full for p in plan)
-        return cls(len(plan), full, len(plan) - full, sum(p.num_units for p in plan), units_per_step)
+        ran = {u for p in plan if not p.full for start, stop in p.units for u in range(start, stop)}
+        return cls(len(plan), full, len(plan) - full, sum(p.num_units for p in plan), units_per_step,
+                   tuple(sorted(ran)))
 
     @classmethod
     def uncached(cls, steps: int, units_per_step: int) -> CacheStats:
@@ -62,11 +66,14 @@ class CacheStats:
         return CacheStats(
             self.steps + other.steps, self.full_steps + other.full_steps, self.cached_steps + other.cached_steps,
             self.unit_evals + other.unit_evals, self.units_per_step,
+            tuple(sorted(set(self.cached_units) | set(other.cached_units))),
         )
 
     def summary(self) -> str:
+        ran = f" (cached steps run units {', '.join(map(str, self.cached_units))} of {self.units_per_step})" \
+            if self.cached_steps else ""
         return (
-            f"{self.full_steps} full / {self.cached_steps} cached steps, "
+            f"{self.full_steps} full / {self.cached_steps} cached steps{ran}, "
             f"{self.unit_evals} of {self.steps * self.units_per_step} unit evaluations, "
             f"ideal speed-up {self.ideal_speedup:.2f}x"
         )

@@ -1,22 +1,24 @@
-"""``skipdit sample``: class-conditional images from a DiT / Skip-DiT, with or without a cache."""
+"""``skipdit sample``: images (class-to-image) or videos (class- and text-to-video), with or without a cache."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from ..assets import BUILTIN_MODELS, DEFAULT_MODEL
+from ..assets import BUILTIN_MODELS, TASK_DEFAULTS
 from ..cache import CACHE_FAMILIES, parse_cache
 from ..convert import load
+from ..convert.checkpoint import stored_text_encoder
 from ..diffusion import SAMPLERS
 from ..diffusion.guidance import CFG_MODES
-from ..io import parse_int_list, save_grid, save_samples
+from ..io import VIDEO_FORMATS, parse_int_list, save_grid, save_samples, save_video_grid, save_videos
 from ..metrics import psnr
-from ..models import build_model
+from ..models import arch_of, build_model
 from ..models.random import randomize_
 from ..models.skip import SKIP_INITS
 from ..sampling import PRECISIONS, generate
@@ -24,6 +26,10 @@ from ..vae import load_vae
 
 EXAMPLES = """examples:
   skipdit sample --cache skip:N=2 --compare-uncached          # the built-in digits/Skip-DiT, on a CPU
+  skipdit sample --task t2v --prompt "the digit 7 moves up" --cache t2v:N=2 --format mp4,gif
+  skipdit sample --task c2v --class-labels 3 --seeds 0-3 --cache c2v:N=2 --compare-uncached
+  skipdit sample --ckpt Latte-skip.pt --text-encoder t5-v1_1-xxl/ --vae vae/ --prompt "a dog on a beach" \
+      --sampler ddim --steps 50 --cfg-scale 7.5 --cache t2v:N2-700-50
   skipdit sample --model DiT-XL/2-skip --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --cache c2i:N=2 \\
       --seeds 0-7 --class-labels 207,360 --sampler ddpm --steps 250 --cfg-scale 4 --out samples/
   skipdit sample --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --cache c2i:N=3 --compare-uncached
@@ -31,6 +37,8 @@ EXAMPLES = """examples:
 """
 
 VAE_DOWNSAMPLE = 8
+TASKS = ("c2i", "c2v", "t2v")
+TASK_OF_ARCH = {"dit": "c2i", "latte": "c2v", "latte_t2v": "t2v"}
 
 
 def add_parser(sub) -> None:
@@ -39,17 +47,25 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("model")
+    g.add_argument("--task", choices=TASKS, help="c2i: class-to-image, c2v: class-to-video, t2v: text-to-video "
+                   "(default: what --ckpt holds; without --ckpt, c2i)")
     g.add_argument("--model", help="preset, e.g. DiT-XL/2-skip (default: the architecture in --ckpt)")
-    g.add_argument("--ckpt", help="official DiT / Skip-DiT .pt, our .safetensors, or a built-in name "
-                   f"({', '.join(BUILTIN_MODELS)}; default {DEFAULT_MODEL})")
+    g.add_argument("--ckpt", help="official DiT / Latte .pt, a diffusers Latte folder, our .safetensors, or a "
+                   f"built-in name ({', '.join(BUILTIN_MODELS)}; default: the built-in model of --task)")
     g.add_argument("--random-weights", action="store_true",
                    help="no checkpoint: a pixel-space (RGB) --model with random weights, to try things out")
     g.add_argument("--skip-init", choices=SKIP_INITS, help="load a vanilla --ckpt into a -skip --model")
     g.add_argument("--vae", help="local diffusers AutoencoderKL folder (latent models)")
+    g.add_argument("--text-encoder", help="text models: 'minilm' (built in) or a local T5 / CLIP folder "
+                   "(default: the one the model was trained with, else minilm)")
     g.add_argument("--image-size", type=int, help="output image side in pixels (default: from the model)")
     s = p.add_argument_group("sampling")
     s.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7,10 (one sample per seed; default 0-7)")
     s.add_argument("--class-labels", help="labels, cycled over the seeds (default: sample k gets k mod classes)")
+    s.add_argument("--prompt", action="append", help="text models: a prompt (repeat for several; cycled over "
+                   "the seeds)")
+    s.add_argument("--negative-prompt", default="", help="text models: the unconditional prompt (default '')")
+    s.add_argument("--num-frames", type=int, help="video models: frames (default: the model's)")
     s.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
     s.add_argument("--steps", type=int, help="sampling steps (default 250 for ddpm, 50 for ddim)")
     s.add_argument("--respacing", help="timestep respacing, e.g. ddim50 (overrides --steps)")
@@ -67,22 +83,26 @@ def add_parser(sub) -> None:
     r.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
     r.add_argument("--compile", action="store_true", help="torch.compile each block")
     r.add_argument("--out", default="samples", help="output folder (default: samples/)")
+    r.add_argument("--format", default="mp4,gif", help=f"video models: file formats, of {','.join(VIDEO_FORMATS)} "
+                   "(default mp4,gif)")
+    r.add_argument("--fps", type=int, default=8, help="video models: frames per second (default 8)")
     r.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run)
 
 
 def build(args):
-    """The model and the decoder the arguments ask for."""
+    """The model, the decoder and the text encoder the arguments ask for."""
     vae = load_vae(args.vae, args.device) if args.vae else None
     if args.image_size is not None:
         scale = VAE_DOWNSAMPLE if vae is not None else 1
         if args.image_size % scale:
             raise ValueError(f"image size {args.image_size} is not divisible by {scale} (the VAE's downsampling)")
     size = {"input_size": args.image_size // (VAE_DOWNSAMPLE if vae else 1)} if args.image_size else {}
-    if args.ckpt:
+    ckpt = args.ckpt
+    if ckpt:
         if args.random_weights:
             raise ValueError("--random-weights and --ckpt exclude each other")
-        model = load(args.ckpt, args.model, skip_init=args.skip_init, **size)
+        model = load(ckpt, args.model, skip_init=args.skip_init, **size)
     elif args.random_weights:
         if not args.model:
             raise ValueError("--random-weights needs --model, e.g. --model DiT-S/2-skip")
@@ -92,41 +112,75 @@ def build(args):
     else:
         if args.model or args.skip_init:
             raise ValueError("--model and --skip-init need --ckpt PATH (or --random-weights)")
-        model = load(DEFAULT_MODEL, **size)
+        ckpt = TASK_DEFAULTS[args.task or "c2i"]
+        model = load(ckpt, **size)
+    task = TASK_OF_ARCH[arch_of(model.config)]
+    if args.task and args.task != task:
+        raise ValueError(f"--task {args.task}, but the model is a {task} model")
     if vae is None and model.in_channels not in (1, 3):
         raise ValueError(f"this model makes {model.in_channels}-channel latents: pass --vae DIR to decode them")
-    return model, vae
+    encoder = None
+    if task == "t2v":
+        from ..text import load_text_encoder
+
+        spec = {"name": args.text_encoder} if args.text_encoder else (ckpt and stored_text_encoder(ckpt)) or {}
+        encoder = load_text_encoder(spec.get("name"), max_length=spec.get("max_length"), device=args.device)
+    return model, vae, encoder, task
 
 
 def run(args) -> int:
     seeds = parse_int_list(args.seeds, "seeds")
     if args.compare_uncached and parse_cache(args.cache) is None:
         raise ValueError("--compare-uncached needs --cache")
-    model, vae = build(args)
-    num_classes = model.config.num_classes
-    if args.class_labels:
-        given = parse_int_list(args.class_labels, "class labels")
-        labels = [given[k % len(given)] for k in range(len(seeds))]
-    else:
-        labels = [k % num_classes for k in range(len(seeds))]
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in VIDEO_FORMATS]
+    if bad or not formats:
+        raise ValueError(f"--format takes {', '.join(VIDEO_FORMATS)} (comma-separated), got {args.format!r}")
+    if args.fps < 1:
+        raise ValueError(f"--fps must be >= 1, got {args.fps}")
+    model, vae, encoder, task = build(args)
+    if task != "t2v" and (args.prompt or args.negative_prompt):
+        raise ValueError(f"--prompt and --negative-prompt are for text-to-video models; this is a {task} model")
+    if task == "c2i" and args.num_frames:
+        raise ValueError("--num-frames is for video models; this is a class-to-image model")
+    condition = {}
+    if task == "t2v":
+        condition = dict(prompts=args.prompt or [DEFAULT_PROMPT], negative_prompt=args.negative_prompt,
+                         text_encoder=encoder)
+    elif getattr(model.config, "num_classes", 0):
+        num_classes = model.config.num_classes
+        if args.class_labels:
+            given = parse_int_list(args.class_labels, "class labels")
+            condition["labels"] = [given[k % len(given)] for k in range(len(seeds))]
+        else:
+            condition["labels"] = [k % num_classes for k in range(len(seeds))]
+    elif args.class_labels:
+        raise ValueError("this model is unconditional: it takes no --class-labels")
+    if task != "c2i":
+        condition["num_frames"] = args.num_frames
     steps = args.steps or (250 if args.sampler == "ddpm" else 50)
+    cfg_scale = args.cfg_scale if task == "t2v" or "labels" in condition else 1.0
     settings = dict(
-        sampler=args.sampler, steps=steps, respacing=args.respacing, eta=args.eta, cfg_scale=args.cfg_scale,
+        sampler=args.sampler, steps=steps, respacing=args.respacing, eta=args.eta, cfg_scale=cfg_scale,
         cfg_mode=args.cfg_mode, cfg_batched=not args.cfg_two_pass, vae=vae, batch_size=args.batch_size,
         device=args.device, precision=args.precision, compile=args.compile, progress=not args.no_progress,
+        **condition,
     )
     out = Path(args.out)
     if args.compare_uncached:  # warm up kernels and allocators so the first timed run is not penalised
-        generate(model, seeds[:1], labels[:1], **{**settings, "respacing": "2", "progress": False})
-    result = generate(model, seeds, labels, cache=args.cache, **settings)
-    _write(result, out, "grid.png")
-    report = {"seeds": seeds, "labels": labels, "cache": result.cache, "seconds": result.seconds}
-    print(f"{len(seeds)} samples in {result.seconds:.2f}s ({args.sampler}, {steps} steps) -> {out}/")
+        warm = {**settings, "respacing": "2", "progress": False}
+        generate(model, seeds[:1], **{**warm, **{k: v[:1] for k, v in condition.items() if k == "labels"}})
+    result = generate(model, seeds, cache=args.cache, **settings)
+    saved = _write(result, out, formats, args.fps)
+    report = {"task": task, "seeds": seeds, "labels": result.labels, "prompts": result.prompts,
+              "cache": result.cache, "seconds": result.seconds}
+    kind = "videos" if result.is_video else "samples"
+    print(f"{len(seeds)} {kind} in {result.seconds:.2f}s ({args.sampler}, {steps} steps) -> {out}/ ({saved})")
     print(f"cache {result.cache}: {result.stats.summary()}")
     report["stats"] = {**asdict(result.stats), "ideal_speedup": result.stats.ideal_speedup}
     if args.compare_uncached:
-        base = generate(model, seeds, labels, cache=None, **settings)
-        _write(base, out / "uncached", "grid.png")
+        base = generate(model, seeds, cache=None, **settings)
+        _write(base, out / "uncached", formats, args.fps)
         scores = psnr(result.images, base.images)
         speedup = base.seconds / result.seconds
         print(f"uncached: {base.seconds:.2f}s -> measured speed-up {speedup:.2f}x "
@@ -137,7 +191,31 @@ def run(args) -> int:
     return 0
 
 
-def _write(result, out: Path, grid_name: str) -> None:
-    save_samples(result.images, result.seeds, result.labels, out)
-    captions = [f"{s}: {y}" for s, y in zip(result.seeds, result.labels)]
-    save_grid(result.images, captions, out / grid_name)
+DEFAULT_PROMPT = "the digit 7 moves up"
+
+
+def _captions(result) -> list[str]:
+    if result.prompts is not None:
+        return [f"{s}: {p}" for s, p in zip(result.seeds, result.prompts)]
+    if result.labels is not None:
+        return [f"{s}: {y}" for s, y in zip(result.seeds, result.labels)]
+    return [str(s) for s in result.seeds]
+
+
+def _write(result, out: Path, formats: list[str], fps: int) -> str:
+    """Per-sample files and a grid; returns a short description of what was written."""
+    captions = _captions(result)
+    if not result.is_video:
+        save_samples(result.images, result.seeds, result.labels, out)
+        save_grid(result.images, captions, out / "grid.png")
+        return "PNGs, grid.png"
+    tags = result.prompts or result.labels or [""] * len(result.seeds)
+    names = [f"{s:06d}-{_slug(str(tag))}".rstrip("-") for s, tag in zip(result.seeds, tags)]
+    save_videos(result.images, names, out, formats=formats, fps=fps)
+    for fmt in formats:
+        save_video_grid(result.images, captions, out / f"grid.{fmt}", fps=fps)
+    return f"{', '.join(formats)} per video, " + ", ".join(f"grid.{fmt}" for fmt in formats)
+
+
+def _slug(text: str, limit: int = 48) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit]

@@ -41,6 +41,7 @@ torch.serialization.add_safe_globals([argparse.Namespace])
 
 CONFIG_KEY = "skipdit_config"
 ARCH_KEY = "skipdit_arch"
+TEXT_KEY = "skipdit_text_encoder"  # text models: the encoder spec they were trained with (skipdit.text)
 SKIP_PREFIXES = ("skip_norms.", "skip_linears.")
 
 
@@ -215,6 +216,22 @@ def load_state_into(
     return report
 
 
+def read_weights(
+    path, prefer: tuple[str, ...] = ("ema", "model", "state_dict"), input_size: int | None = None,
+) -> tuple[dict[str, torch.Tensor], str, dict]:
+    """(state dict in our layout, source format, what the file says of the config: ``arch`` and, for our
+    safetensors and diffusers folders, config fields) for a file, a diffusers folder or a built-in name."""
+    source = resolve_weights(path)
+    if is_diffusers_folder(source):
+        state, known = read_diffusers_latte(source)
+        return state, "diffusers-latte", {"arch": "latte_t2v", **known}
+    state, stored = read_checkpoint(source, prefer)
+    state, fmt = to_dit_layout(state, input_size)
+    if stored is not None:
+        return state, fmt, {"arch": stored[0], **stored[1]}
+    return state, fmt, {"arch": FORMATS[fmt]}
+
+
 # config fields a preset takes from the file: the data geometry, never the architecture
 FILE_FIELDS = {
     "dit": ("input_size", "in_channels", "learn_sigma", "num_classes"),
@@ -235,17 +252,8 @@ def load(
     (input size, channels, classes, frames) comes from the file, so a checkpoint of another architecture
     is rejected. ``skip_init`` lets a vanilla checkpoint initialise a model with long skips.
     """
-    source = resolve_weights(path)
-    known: dict = {}
-    if is_diffusers_folder(source):
-        state, known = read_diffusers_latte(source)
-        arch, fmt = "latte_t2v", "diffusers-latte"
-    else:
-        state, stored = read_checkpoint(source)
-        state, fmt = to_dit_layout(state, overrides.get("input_size"))
-        arch = FORMATS[fmt]
-        if stored is not None:
-            arch, known = stored
+    state, fmt, known = read_weights(path, input_size=overrides.get("input_size"))
+    arch = known.pop("arch")
     if preset is not None:
         target = preset_config(preset)
         if arch_of(target) != arch:
@@ -261,6 +269,18 @@ def load(
     report = load_state_into(model, state, skip_init=skip_init, source_format=fmt)
     model.eval()
     return (model, report) if return_report else model
+
+
+def stored_text_encoder(path) -> dict | None:
+    """The text encoder spec (``{"name", "max_length"}``) in our safetensors' metadata, if any."""
+    source = resolve_weights(path)
+    if source.suffix != ".safetensors" or not source.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(source), framework="pt") as f:
+        metadata = f.metadata() or {}
+    return json.loads(metadata[TEXT_KEY]) if TEXT_KEY in metadata else None
 
 
 # -- writing ------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ back to the one before it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -101,7 +102,7 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int, snapshot_every
 def load_run(run_dir: str | os.PathLike, step: int | None = None, weights: str = "ema"):
     """``(model, payload)``: a run's network with its EMA (or raw) weights at ``step`` (default: the
     newest readable checkpoint), in eval mode."""
-    from ..models.dit import DiT, DiTConfig
+    from ..models import config_from_dict, model_from_config
 
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be ema or model, got {weights!r}")
@@ -118,7 +119,7 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, weights: str =
             kept = ", ".join(str(s) for s, _ in list_checkpoints(run_dir)) or "none"
             raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir} (kept steps: {kept})")
         payload = read_training_checkpoint(path)
-    model = DiT(DiTConfig(**payload["model_config"]))
+    model = model_from_config(config_from_dict(payload.get("arch", "dit"), payload["model_config"]))
     model.load_state_dict(payload[weights])
     return model.eval(), payload
 
@@ -130,9 +131,13 @@ def export(
     """Write a run's weights (EMA by default) with their config as safetensors, for ``skipdit.load``.
     The default output is ``RUN_DIR/export/<weights>-<step>.safetensors``."""
     from ..convert import save
+    from ..convert.checkpoint import TEXT_KEY
 
     model, payload = load_run(run_dir, step, weights)
     step = int(payload["step"])
     out = Path(out) if out is not None else Path(run_dir) / "export" / f"{weights}-{step:07d}.safetensors"
     meta = {"skipdit_train_step": str(step), "skipdit_weights": weights, "skipdit_stage": payload["config"]["stage"]}
+    if getattr(model, "conditioning", None) == "text":  # sampling must encode prompts the same way
+        text = {"name": payload["config"]["text_encoder"], "max_length": payload["config"]["text_max_length"]}
+        meta[TEXT_KEY] = json.dumps(text)
     return save(model, out, extra_metadata=meta)

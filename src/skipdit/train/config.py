@@ -17,23 +17,34 @@ from pathlib import Path
 
 STAGES = ("full", "skip-only")
 PRECISIONS = ("fp32", "bf16")
-DATA_KINDS = ("digits", "image-folder", "latents")
+DATA_KINDS = ("digits", "moving-digits", "image-folder", "latents")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """``digits``: the built-in 16x16 digits (needs scikit-learn). ``image-folder``: one sub-folder per
-    class, ADM centre crop to ``image_size``. ``latents``: shards written by ``skipdit extract-latents``."""
+    """``digits``: the built-in 16x16 digits (needs scikit-learn). ``moving-digits``: the built-in videos
+    of digits moving on a ``canvas`` (class = digit, captions name digit and motion). ``image-folder``: one
+    sub-folder per class, ADM centre crop to ``image_size``. ``latents``: shards written by
+    ``skipdit extract-latents``."""
 
     kind: str = "latents"
     path: str | None = None
     image_size: int | None = None
     flip: bool = True  # random horizontal flip (image-folder, latents); digits use small shifts instead
     workers: int = 0  # DataLoader worker processes
+    num_frames: int = 8  # moving-digits: frames per video
+    canvas: int = 16  # moving-digits: frame side in pixels
+    # Joint image-video training (official train_with_img.py): append this many frames of other videos
+    # to each video as independent images; they bypass the temporal blocks.
+    image_frames: int = 0
 
     def __post_init__(self):
         _check_choice("data.kind", self.kind, DATA_KINDS)
-        if self.kind != "digits" and not self.path:
+        _check_min("data.num_frames", self.num_frames, 1)
+        _check_min("data.image_frames", self.image_frames, 0)
+        if self.image_frames and self.kind != "moving-digits":
+            raise ValueError("data.image_frames applies to video data (data.kind=moving-digits)")
+        if self.kind not in ("digits", "moving-digits") and not self.path:
             raise ValueError(f"data.path is required for data.kind={self.kind}")
         if self.kind == "image-folder" and not self.image_size:
             raise ValueError("data.image_size is required for data.kind=image-folder")
@@ -43,12 +54,15 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     run_dir: str = "runs/skipdit"
-    # -- model: a preset plus DiTConfig overrides (input_size, in_channels, num_classes, skip_init, ...)
+    # -- model: a preset plus config overrides (input_size, in_channels, num_classes, skip_init, ...)
     model: str = "DiT-XL/2-skip"
     model_args: dict = field(default_factory=dict)
-    init: str | None = None  # start from these weights; a vanilla DiT gets new long skips (model_args.skip_init)
+    init: str | None = None  # start from these weights; a vanilla model gets new long skips (model_args.skip_init)
     stage: str = "full"  # "skip-only": only the long-skip modules train (stage 1 of the conversion)
     data: DataConfig = field(default_factory=DataConfig)
+    # -- text models: the caption encoder ("minilm" built in, or a local T5 / CLIP folder)
+    text_encoder: str = "minilm"
+    text_max_length: int | None = None  # tokens per caption (default: the encoder's)
     # -- optimisation
     steps: int = 400_000
     global_batch: int = 256

@@ -9,6 +9,8 @@ Kinds:
 
 * ``digits``: scikit-learn's ``load_digits`` (1,797 8x8 digits, 10 classes), bilinearly upsampled to
   16x16 and scaled to [-1, 1]; augmentation shifts each image by up to one pixel.
+* ``moving-digits``: videos of those digits moving on a canvas (:mod:`.moving_digits`); items carry a
+  caption id, which gives the class (the digit) for class models and the caption for text models.
 * ``image-folder``: ``ROOT/<class>/*.png|jpg|...`` (classes in sorted order), ADM centre crop; flip.
 * ``latents``: shards from :func:`extract_latents` holding the VAE posterior (mean, std) of each image
   and of its mirror image; augmentation picks one and samples it, as DiT's ``latent_dist.sample()``.
@@ -36,17 +38,25 @@ LATENT_INDEX = "index.json"
 
 @dataclass
 class TrainData:
-    dataset: Dataset  # item -> (tensor, label)
-    sample_shape: tuple[int, int, int]  # (C, H, W) of a model input
+    dataset: Dataset  # item -> (tensor, label), or (tensor, caption id) for captioned data
+    sample_shape: tuple[int, ...]  # (C, H, W) or (C, F, H, W) of a model input
     num_classes: int
     # (items, uniforms (n, 3) in [0, 1), standard normals of the model-input shape) -> model inputs
     augment: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     uses_normals: bool = False  # whether augment reads its normals (only latents sample the posterior)
+    captions: list[str] | None = None  # captioned data: the caption of each caption id
+    caption_labels: torch.Tensor | None = None  # captioned data: the class of each caption id
+
+    def labels(self, targets: torch.Tensor) -> torch.Tensor:
+        """Class labels of a batch's targets (captioned data map caption ids to classes)."""
+        return targets if self.caption_labels is None else self.caption_labels[targets]
 
 
 def build_data(config: DataConfig) -> TrainData:
     if config.kind == "digits":
         return digits_data()
+    if config.kind == "moving-digits":
+        return moving_digits_data(config.num_frames, config.canvas)
     if config.kind == "image-folder":
         dataset = ImageFolder(config.path, config.image_size)
         augment = _flip if config.flip else _identity
@@ -82,6 +92,18 @@ class TensorItems(Dataset):
 def digits_data() -> TrainData:
     images, labels = load_digits_tensors()
     return TrainData(TensorItems(images, labels), tuple(images.shape[1:]), 10, shift_by_one)
+
+
+def moving_digits_data(num_frames: int, canvas: int, copies: int = 2) -> TrainData:
+    """Each digit x motion ``copies`` times, with seeded offsets and caption phrasings (3 MB per 1,000
+    videos of 8 16x16 frames)."""
+    from .moving_digits import make_moving_digits
+
+    data = make_moving_digits(num_frames=num_frames, canvas=canvas, copies=copies)
+    caption_labels = torch.zeros(len(data.captions), dtype=torch.long)
+    caption_labels[data.caption_ids] = data.labels
+    return TrainData(TensorItems(data.videos, data.caption_ids), tuple(data.videos.shape[1:]), 10, _identity,
+                     captions=data.captions, caption_labels=caption_labels)
 
 
 def shift_by_one(x: torch.Tensor, u: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..assets import resolve_weights
-from ..convert.checkpoint import load_state_into, read_checkpoint, to_dit_layout
+from ..convert.checkpoint import load_state_into, read_weights
 from ..diffusion import GaussianDiffusion
-from ..models.dit import DiT, DiTConfig
-from ..models.presets import preset_config
+from ..models import arch_of, config_from_dict, model_from_config, preset_config
 from .checkpoint import checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig, dump_config
 from .data import StepBatches, TrainData, build_data, mix_seed
@@ -60,7 +58,8 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
     device = _device(config.device, local_rank)
     run_dir = Path(config.run_dir)
     data = build_data(config.data)  # fails on a missing or empty dataset before anything is written
-    model_config = resolve_model_config(config, data)
+    encoder = _text_encoder(config)
+    model_config = resolve_model_config(config, data, encoder.dim if encoder is not None else None)
     share = _check_batching(config, world)
     micro = config.micro_batch or share
     if config.stage == "skip-only" and not config.init:
@@ -71,7 +70,7 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
         _check_same_run(resumed[0], model_config, config, resumed[1])
 
     torch.manual_seed(config.seed)  # identical initial weights on every process
-    model = DiT(model_config)
+    model = model_from_config(model_config)
     if config.init and resumed is None:
         _load_init(model, config.init)
     model.to(device)
@@ -105,6 +104,9 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
     loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=batches, num_workers=config.data.workers,
                                          pin_memory=device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    condition = _Conditioner(model_config, data, encoder, device)
+    image_frames = config.data.image_frames
+    input_shape = _input_shape(data.sample_shape, image_frames)
     mine = slice(rank * share, (rank + 1) * share)
     bar = _progress_bar(config.steps, start, progress and rank == 0)
     meter = _Meter()
@@ -116,12 +118,18 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
             gen = torch.Generator().manual_seed(mix_seed(config.seed, step))
             uniforms = torch.rand(config.global_batch, 4, generator=gen)  # 0-2: augmentation, 3: label drop
             indices = torch.randint(0, NUM_TIMESTEPS, (config.global_batch,), generator=gen)
-            noise = torch.randn(config.global_batch, *data.sample_shape, generator=gen)
+            noise = torch.randn(config.global_batch, *input_shape, generator=gen)
             normals = torch.randn(config.global_batch, *data.sample_shape, generator=gen) if data.uses_normals \
                 else None
-            x0 = data.augment(items, uniforms[mine, :3], None if normals is None else normals[mine]).to(device)
-            drop = (uniforms[mine, 3] < model_config.class_dropout_prob).to(device)
-            labels, indices, noise = labels.to(device), indices[mine].to(device), noise[mine].to(device)
+            x0 = data.augment(items, uniforms[mine, :3], None if normals is None else normals[mine])
+            drop = (uniforms[mine, 3] < condition.drop_prob).to(device)
+            image_targets = None
+            if image_frames:  # frames of other videos, appended as independent images (train_with_img.py)
+                images, image_targets = _image_frames(data, gen, config.global_batch, image_frames, mine)
+                x0 = torch.cat([x0, images], dim=2)
+                image_targets = image_targets.to(device)
+            x0, labels = x0.to(device), labels.to(device)
+            indices, noise = indices[mine].to(device), noise[mine].to(device)
 
             # -- forward / backward over micro-batches, one optimizer step -------------------------------
             lr = config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
@@ -133,7 +141,8 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
                 mb = slice(lo, lo + micro)
                 sync = world == 1 or k == len(parts) - 1
                 with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
-                    model_fn = functools.partial(_conditioned, net, labels[mb], drop[mb])
+                    model_fn = functools.partial(condition, net, labels[mb], drop[mb],
+                                                 None if image_targets is None else image_targets[mb])
                     terms = diffusion.training_losses(model_fn, x0[mb], indices[mb], noise[mb])
                     loss = terms["loss"].mean() * (micro / share)
                 loss.backward()
@@ -167,19 +176,86 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
 
 
 # -- pieces ------------------------------------------------------------------------------------------------
-def _conditioned(net, labels: torch.Tensor, drop: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return net(xt, t, labels, force_drop=drop)
+class _Conditioner:
+    """``condition(net, targets, drop, image_targets, x_t, t)``: the network conditioned on a batch's targets
+    (class labels, or caption ids whose embeddings are computed once up front), with the dropped ones
+    replaced by the null class or the empty caption (for classifier-free guidance)."""
+
+    def __init__(self, model_config, data: TrainData, encoder, device: torch.device):
+        self.data, self.text = data, encoder is not None
+        self.drop_prob = getattr(model_config, "caption_dropout_prob" if self.text else "class_dropout_prob", 0.0)
+        if self.text:
+            emb, mask = encoder.encode(data.captions)  # (captions, L, D), (captions, L)
+            null_emb, null_mask = encoder.encode([""])
+            self.emb, self.mask = emb.to(device), mask.to(device)
+            self.null_emb, self.null_mask = null_emb.to(device), null_mask.to(device)
+
+    def __call__(self, net, targets, drop, image_targets, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        extra = {}
+        if image_targets is not None:
+            extra["num_image_frames"] = image_targets.shape[1]
+        if not self.text:
+            if image_targets is not None:
+                extra["image_labels"] = self.data.labels(image_targets)
+            return net(xt, t, self.data.labels(targets), force_drop=drop, **extra)
+        emb = torch.where(drop[:, None, None], self.null_emb, self.emb[targets])
+        mask = torch.where(drop[:, None], self.null_mask, self.mask[targets])
+        if image_targets is not None:
+            extra.update(image_text=self.emb[image_targets], image_text_mask=self.mask[image_targets])
+        return net(xt, t, emb, mask, **extra)
 
 
-def resolve_model_config(config: TrainConfig, data: TrainData) -> DiTConfig:
-    """The preset with ``model_args``; input size, channels and classes default to the data's."""
-    channels, height, width = data.sample_shape
+def _text_encoder(config: TrainConfig):
+    if arch_of(preset_config(config.model)) != "latte_t2v":
+        return None
+    from ..text import load_text_encoder
+
+    return load_text_encoder(config.text_encoder, max_length=config.text_max_length)
+
+
+def _input_shape(sample_shape: tuple[int, ...], image_frames: int) -> tuple[int, ...]:
+    if not image_frames:
+        return sample_shape
+    c, f, h, w = sample_shape
+    return (c, f + image_frames, h, w)
+
+
+def _image_frames(data: TrainData, gen: torch.Generator, global_batch: int, k: int, mine: slice):
+    """``k`` random frames of random videos per sample, drawn for the global batch: (n, C, k, H, W) and
+    their targets (n, k)."""
+    frames = data.sample_shape[1]
+    videos = torch.randint(0, len(data.dataset), (global_batch, k), generator=gen)[mine]
+    which = torch.randint(0, frames, (global_batch, k), generator=gen)[mine]
+    items = [data.dataset[i] for i in videos.flatten().tolist()]
+    pixels = torch.stack([x[:, f] for (x, _), f in zip(items, which.flatten().tolist())])  # (n*k, C, H, W)
+    targets = torch.tensor([target for _, target in items]).view(videos.shape)
+    return pixels.unflatten(0, videos.shape).transpose(1, 2), targets  # (n, C, k, H, W), (n, k)
+
+
+def resolve_model_config(config: TrainConfig, data: TrainData, text_dim: int | None = None):
+    """The preset with ``model_args``; input size, channels, frames, classes and caption width default to
+    the data's (and the text encoder's)."""
+    preset = preset_config(config.model)
+    arch = arch_of(preset)
+    shape = data.sample_shape
+    if (len(shape) == 4) != (arch != "dit"):
+        kind = "video" if len(shape) == 4 else "image"
+        raise ValueError(f"data.kind={config.data.kind} gives {kind}s, which model {config.model} does not take")
+    height, width = shape[-2:]
     if height != width:
         raise ValueError(f"square inputs only, the data gives {height}x{width}")
-    fitted = {"input_size": height, "in_channels": channels, "num_classes": data.num_classes}
-    model_config = preset_config(config.model, **{**fitted, **config.model_args})
+    fitted = {"input_size": height, "in_channels": shape[0]}
+    if arch != "dit":
+        fitted["num_frames"] = shape[1]
+    if arch == "latte_t2v":
+        if data.captions is None:
+            raise ValueError(f"model {config.model} is text-conditioned; data.kind={config.data.kind} has no captions")
+        fitted["caption_channels"] = text_dim
+    else:
+        fitted["num_classes"] = data.num_classes
+    model_config = preset.replace(**{**fitted, **config.model_args})
     clashes = [f"{k}={getattr(model_config, k)} (data: {v})" for k, v in fitted.items()
-               if getattr(model_config, k) != v]
+               if getattr(model_config, k) != v and not (k == "num_frames" and getattr(model_config, k) > v)]
     if clashes:
         raise ValueError(f"model_args do not fit the data: {', '.join(clashes)}")
     return model_config
@@ -195,11 +271,15 @@ def _check_batching(config: TrainConfig, world: int) -> int:
     return share
 
 
-def _check_same_run(payload: dict, model_config: DiTConfig, config: TrainConfig, path: Path) -> None:
+def _check_same_run(payload: dict, model_config, config: TrainConfig, path: Path) -> None:
     """Resuming continues the same network; anything else needs a new run folder."""
-    saved = DiTConfig(**payload["model_config"])
-    diffs = [f"{k}: {getattr(saved, k)} -> {getattr(model_config, k)}" for k in asdict(saved)
-             if getattr(saved, k) != getattr(model_config, k) and k != "skip_init"]
+    arch = payload.get("arch", "dit")
+    if arch != arch_of(model_config):
+        diffs = [f"architecture: {arch} -> {arch_of(model_config)}"]
+    else:
+        saved = config_from_dict(arch, payload["model_config"])
+        diffs = [f"{k}: {getattr(saved, k)} -> {getattr(model_config, k)}" for k in asdict(saved)
+                 if getattr(saved, k) != getattr(model_config, k) and k != "skip_init"]
     if payload["config"].get("stage") != config.stage:
         diffs.append(f"stage: {payload['config'].get('stage')} -> {config.stage}")
     if diffs:
@@ -207,11 +287,10 @@ def _check_same_run(payload: dict, model_config: DiTConfig, config: TrainConfig,
                          "use a new run_dir (a next stage starts a new run with init: <checkpoint>)")
 
 
-def _load_init(model: DiT, path: str) -> None:
-    """Initial weights from a DiT / Skip-DiT checkpoint; a vanilla one gets new long skips."""
+def _load_init(model, path: str) -> None:
+    """Initial weights from a checkpoint of the same family; a vanilla one gets new long skips."""
     # a training checkpoint gives its raw weights: training continues those, not the EMA
-    state, _ = read_checkpoint(resolve_weights(path), prefer=("model", "ema", "state_dict"))
-    state, fmt = to_dit_layout(state, model.config.input_size)
+    state, fmt, _ = read_weights(path, prefer=("model", "ema", "state_dict"), input_size=model.config.input_size)
     report = load_state_into(model, state, skip_init=model.config.skip_init, source_format=fmt)
     if report.new:
         log.warning("init from %s: %d long-skip tensors are new (%s init)", path, len(report.new),
@@ -222,7 +301,7 @@ def _save(run_dir, step, model, ema, optimizer, config, model_config, rank, worl
     if rank == 0:
         payload = {
             "model": model.state_dict(), "ema": ema.state_dict(), "opt": optimizer.state_dict(), "step": step,
-            "config": config.to_dict(), "model_config": asdict(model_config),
+            "config": config.to_dict(), "model_config": asdict(model_config), "arch": arch_of(model_config),
         }
         save_checkpoint(payload, checkpoint_path(run_dir, step))
         prune_checkpoints(run_dir, config.keep_last, config.snapshot_every)

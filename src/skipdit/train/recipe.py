@@ -1,6 +1,7 @@
 """Training stages of the two-stage conversion (reference §D.1), chosen by module.
 
-* ``full``: every trainable parameter (the frozen sin-cos ``pos_embed`` stays frozen, as upstream).
+* ``full``: every trainable parameter (the fixed sin-cos tables ``pos_embed`` / ``temp_embed`` stay frozen,
+  as upstream).
 * ``skip-only``: only the long-skip modules (``skip_norms`` and ``skip_linears``). A vanilla DiT
   converted to Skip-DiT first learns to use its new skips while the pretrained blocks stay fixed.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 from torch import nn
 
 from .config import STAGES
+
+FIXED_TABLES = ("pos_embed", "temp_embed")  # sin-cos tables stored as frozen Parameters (DiT, Latte)
 
 
 def stage_modules(model: nn.Module, stage: str) -> list[nn.Module]:
@@ -29,6 +32,7 @@ def apply_stage(model: nn.Module, stage: str) -> list[nn.Parameter]:
     model.requires_grad_(False)
     for module in modules:
         module.requires_grad_(True)
-    if isinstance(getattr(model, "pos_embed", None), nn.Parameter):
-        model.pos_embed.requires_grad_(False)  # the fixed sin-cos table
+    for name in FIXED_TABLES:
+        if isinstance(getattr(model, name, None), nn.Parameter):
+            getattr(model, name).requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
