@@ -122,9 +122,8 @@ def test_latte_t2v_skip_wiring_is_layer_granular():
     """latte_t2v_skip.py: for layer i >= depth/2 fuse with skip i - depth/2 (layer i meets layer depth-1-i)."""
     model = t2v()
     order = []
-    for name, lst in (("fuse", model.skip_linears),):
-        for k, module in enumerate(lst):
-            module.register_forward_hook(lambda m, a, o, k=k: order.append((name, k)))
+    for k, module in enumerate(model.skip_linears):
+        module.register_forward_hook(lambda m, a, o, k=k: order.append(("fuse", k)))
     for i, block in enumerate(model.transformer_blocks):
         block.register_forward_hook(lambda m, a, o, i=i: order.append(("spatial", i)))
     for i, block in enumerate(model.temporal_transformer_blocks):
