@@ -5,8 +5,10 @@ import sys
 import pytest
 import torch
 
-from skipdit import save
+from skipdit import build_model, save
 from skipdit.cli import main
+from skipdit.io import read_video
+from skipdit.models.random import randomize_
 
 from .conftest import tiny_model
 
@@ -96,3 +98,54 @@ def test_console_entry_point_and_help():
     bad = subprocess.run([sys.executable, "-m", "skipdit", "cache", "plan", "x:y"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "skipdit: error: malformed cache spec 'x:y': unknown " \
         "cache 'x'; valid: skip, c2i, c2v, t2v, t2i"
+
+
+# -- video -----------------------------------------------------------------------------------------------
+def _tiny_video_ckpt(tmp_path, preset, **kw):
+    torch.manual_seed(0)
+    shape = dict(input_size=8, in_channels=1, hidden_size=32, depth=4, num_heads=2, num_frames=4)
+    model = randomize_(build_model(preset, **{**shape, **kw}))
+    return str(save(model, tmp_path / "video.safetensors"))
+
+
+def test_sample_t2v_writes_videos_that_read_back(tmp_path, capsys):
+    ckpt = _tiny_video_ckpt(tmp_path, "Latte-T2V-skip", caption_channels=384)  # the built-in MiniLM's width
+    out_dir = tmp_path / "t2v"
+    code, out, _ = run_cli(capsys, "sample", "--ckpt", ckpt, "--prompt", "the digit 7 moves up", "--prompt", "a 3",
+                           "--seeds", "0-2", "--sampler", "ddim", "--steps", "4", "--cache", "t2v:N=2,start=none",
+                           "--compare-uncached", "--format", "mp4,gif", "--fps", "4", "--out", out_dir,
+                           "--no-progress")
+    assert code == 0, out
+    names = sorted(p.name for p in out_dir.glob("*.*"))
+    assert "000000-the-digit-7-moves-up.mp4" in names and "000001-a-3.gif" in names
+    assert {"grid.mp4", "grid.gif", "run.json"} <= set(names)
+    assert read_video(out_dir / "000002-the-digit-7-moves-up.gif").shape[0] == 4  # the model's frames
+    report = json.loads((out_dir / "run.json").read_text())
+    assert report["task"] == "t2v" and report["prompts"] == ["the digit 7 moves up", "a 3", "the digit 7 moves up"]
+    assert "cached steps run units 0, 3 of 4" in out and "PSNR cached vs uncached" in out
+
+
+def test_sample_c2v_frames_and_labels(tmp_path, capsys):
+    ckpt = _tiny_video_ckpt(tmp_path, "Latte-S/2-skip", depth=8, num_classes=10)
+    code, out, _ = run_cli(capsys, "sample", "--task", "c2v", "--ckpt", ckpt, "--class-labels", "3", "--seeds", "5",
+                           "--num-frames", "2", "--steps", "3", "--format", "gif", "--out", tmp_path / "c2v",
+                           "--no-progress")
+    assert code == 0, out
+    assert read_video(tmp_path / "c2v" / "000005-3.gif").shape[0] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "t2v"], "--task t2v, but the model is a c2i model"),
+    (["--prompt", "a cat"], "--prompt and --negative-prompt are for text-to-video models"),
+    (["--num-frames", "4"], "--num-frames is for video models"),
+    (["--format", "avi"], "--format takes mp4, gif"),
+])
+def test_sample_video_options_on_the_wrong_model(tmp_path, capsys, ckpt, args, message):
+    code, _, err = run_cli(capsys, "sample", "--ckpt", ckpt, "--steps", "2", "--out", tmp_path, *args)
+    assert code == 2 and message in err
+
+
+def test_sample_too_many_frames_is_one_line(tmp_path, capsys):
+    ckpt = _tiny_video_ckpt(tmp_path, "Latte-S/2-skip", depth=8, num_classes=10)
+    code, _, err = run_cli(capsys, "sample", "--ckpt", ckpt, "--num-frames", "9", "--steps", "2", "--out", tmp_path)
+    assert code == 2 and "serves at most 4" in err and len(err.strip().splitlines()) == 1

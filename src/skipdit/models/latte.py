@@ -173,8 +173,12 @@ class Latte(LongSkipStack, nn.Module):
         return self.config.num_classes if self.config.num_classes else None
 
     def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
+        """(C, F, H, W) of one sample; ``num_frames`` defaults to the most the model serves."""
+        frames = check_frames(num_frames or self.config.num_frames, 0, self.config.num_frames)
+        if frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         size = self.config.input_size
-        return (self.config.in_channels, num_frames or self.config.num_frames, size, size)
+        return (self.config.in_channels, frames, size, size)
 
     # -- initialisation ---------------------------------------------------------------------------------
     def initialize_weights(self) -> None:

@@ -232,8 +232,12 @@ class LatteT2V(LongSkipStack, nn.Module):
         return self.config.in_channels
 
     def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
+        """(C, F, H, W) of one sample; ``num_frames`` defaults to the most the model serves."""
+        frames = check_frames(num_frames or self.config.num_frames, 0, self.config.num_frames)
+        if frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         size = self.config.input_size
-        return (self.config.in_channels, num_frames or self.config.num_frames, size, size)
+        return (self.config.in_channels, frames, size, size)
 
     # -- forward segments ---------------------------------------------------------------------------------
     def embed(
