@@ -5,16 +5,22 @@
     vae = skipdit.load_vae("sd-vae-ft-ema/")                      # a local diffusers folder
     out = skipdit.generate(model, seeds=range(8), labels=207, cfg_scale=4.0, cache="c2i:N=2", vae=vae)
     print(out.stats.summary(), out.seconds)
+
+    t2v = skipdit.load("moving-digits/Latte-T2V-skip")           # built-in text-to-video
+    video = skipdit.generate(t2v, seeds=[0], prompts="the digit 7 moves up", cfg_scale=4.0,
+                             text_encoder=skipdit.load_text_encoder(), cache="t2v:N=2")
 """
 
 from .cache import parse_cache
 from .convert import load, save
-from .models import DiT, DiTConfig, build_model
+from .models import DiT, DiTConfig, Latte, LatteConfig, LatteT2V, LatteT2VConfig, build_model
 from .sampling import Generation, generate
+from .text import load_text_encoder
 from .vae import load_vae
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DiT", "DiTConfig", "Generation", "build_model", "generate", "load", "load_vae", "parse_cache", "save",
+    "DiT", "DiTConfig", "Generation", "Latte", "LatteConfig", "LatteT2V", "LatteT2VConfig", "build_model", "generate",
+    "load", "load_text_encoder", "load_vae", "parse_cache", "save",
 ]

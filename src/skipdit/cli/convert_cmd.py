@@ -10,6 +10,8 @@ from ..models.skip import SKIP_INITS
 EXAMPLES = """examples:
   skipdit convert DiT-XL-2-skip.pt DiT-XL-2-skip.safetensors
   skipdit convert DiT-XL-2-256x256.pt init-skip.safetensors --model DiT-XL/2-skip --skip-init torch_default
+  skipdit convert ucf101-skip.pt ucf101-skip.safetensors                 # official Latte-skip (class-to-video)
+  skipdit convert Latte-1/ init-t2v-skip.safetensors --model Latte-T2V-skip --skip-init torch_default
 """
 
 
@@ -18,11 +20,12 @@ def add_parser(sub) -> None:
         "convert", help="convert a checkpoint to safetensors with its config", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("src", help="official DiT / Skip-DiT .pt, diffusers DiT weights, or our safetensors")
+    p.add_argument("src", help="official DiT / Skip-DiT / Latte / Latte-skip .pt, a diffusers Latte folder, "
+                   "diffusers DiT weights, or our safetensors")
     p.add_argument("dst", help="output .safetensors")
     p.add_argument("--model", help="target preset (default: the architecture found in the file)")
     p.add_argument("--skip-init", choices=SKIP_INITS,
-                   help="initialise missing long skips (vanilla DiT -> Skip-DiT) with this scheme")
+                   help="initialise missing long skips (vanilla -> -skip model) with this scheme")
     p.add_argument("--input-size", type=int, help="latent size, needed only for diffusers state dicts")
     p.set_defaults(run=run)
 

@@ -232,6 +232,20 @@ def read_weights(
     return state, fmt, {"arch": FORMATS[fmt]}
 
 
+# config fields that may differ between a file and the model it initialises: the long skips (a vanilla
+# checkpoint initialises a -skip model) and the training-only dropout rates
+CONVERTIBLE = ("long_skip", "skip_init", "class_dropout_prob", "caption_dropout_prob")
+
+
+def check_architecture(known: dict, config, source) -> None:
+    """Raise if what a file states about its architecture (our metadata, a diffusers config.json)
+    disagrees with ``config``. Shapes cannot tell every field: the head count changes none of them."""
+    clashes = [f"{k}={v!r} (model: {getattr(config, k)!r})" for k, v in known.items()
+               if k not in CONVERTIBLE and hasattr(config, k) and getattr(config, k) != v]
+    if clashes:
+        raise ValueError(f"{source} was saved with {', '.join(clashes)}; load it with the same architecture")
+
+
 # config fields a preset takes from the file: the data geometry, never the architecture
 FILE_FIELDS = {
     "dit": ("input_size", "in_channels", "learn_sigma", "num_classes"),
@@ -261,6 +275,7 @@ def load(
         fields = {**infer_geometry(state, arch), **known}
         taken = {k: fields[k] for k in FILE_FIELDS[arch] if k in fields}
         config = target.replace(**{**taken, **overrides})
+        check_architecture(known, config, path)
     elif known and set(known) >= {"hidden_size", "num_heads"}:
         config = config_from_dict(arch, {**infer_geometry(state, arch), **known, **overrides})
     else:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..convert.checkpoint import load_state_into, read_weights
+from ..convert.checkpoint import check_architecture, load_state_into, read_weights
 from ..diffusion import GaussianDiffusion
 from ..models import arch_of, config_from_dict, model_from_config, preset_config
 from .checkpoint import checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
@@ -280,8 +280,10 @@ def _check_same_run(payload: dict, model_config, config: TrainConfig, path: Path
         saved = config_from_dict(arch, payload["model_config"])
         diffs = [f"{k}: {getattr(saved, k)} -> {getattr(model_config, k)}" for k in asdict(saved)
                  if getattr(saved, k) != getattr(model_config, k) and k != "skip_init"]
-    if payload["config"].get("stage") != config.stage:
-        diffs.append(f"stage: {payload['config'].get('stage')} -> {config.stage}")
+    for key in ("stage", "text_encoder", "text_max_length"):  # how the network is trained and conditioned
+        before = payload["config"].get(key, getattr(config, key))
+        if before != getattr(config, key):
+            diffs.append(f"{key}: {before} -> {getattr(config, key)}")
     if diffs:
         raise ValueError(f"{path.parent.parent} holds a run of another architecture ({'; '.join(diffs)}); "
                          "use a new run_dir (a next stage starts a new run with init: <checkpoint>)")
@@ -290,7 +292,10 @@ def _check_same_run(payload: dict, model_config, config: TrainConfig, path: Path
 def _load_init(model, path: str) -> None:
     """Initial weights from a checkpoint of the same family; a vanilla one gets new long skips."""
     # a training checkpoint gives its raw weights: training continues those, not the EMA
-    state, fmt, _ = read_weights(path, prefer=("model", "ema", "state_dict"), input_size=model.config.input_size)
+    state, fmt, known = read_weights(path, prefer=("model", "ema", "state_dict"), input_size=model.config.input_size)
+    if known.pop("arch") != arch_of(model.config):
+        raise ValueError(f"init {path} is not a {arch_of(model.config)} checkpoint")
+    check_architecture(known, model.config, path)
     report = load_state_into(model, state, skip_init=model.config.skip_init, source_format=fmt)
     if report.new:
         log.warning("init from %s: %d long-skip tensors are new (%s init)", path, len(report.new),

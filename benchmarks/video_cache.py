@@ -1,0 +1,99 @@
+"""Skip-Cache on the built-in video models: speed-up, PSNR to the uncached output, and whether the
+videos show the right digit moving the right way (:mod:`skipdit.metrics.moving_digits`).
+
+* ``moving-digits/Latte-T2V-skip`` gets one prompt per digit x motion ("the digit 7 moves up", ...),
+  ``--repeats`` seeds each; digit and motion accuracy are against the prompt.
+* ``moving-digits/Latte-skip`` gets the same number of seeds with balanced class labels; its motion is
+  free, so the table gives digit accuracy and the share of videos whose digit travels at least 5 pixels
+  along one axis (7 for every real video).
+
+The uncached run and each cache spec sample the same seeds with the same sampler, in this process, one
+after the other; speed-ups are uncached seconds / cached seconds. Times are the denoising loops only.
+
+    python benchmarks/video_cache.py --repeats 1 --json docs/figures/video-cache.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from skipdit import generate, load
+from skipdit.convert.checkpoint import stored_text_encoder
+from skipdit.metrics import psnr
+from skipdit.metrics import moving_digits as md
+from skipdit.text import load_text_encoder
+from skipdit.train.moving_digits import MOTIONS, caption
+
+MODELS = {
+    "moving-digits/Latte-T2V-skip": ["t2v:N2-700-50", "t2v:N3-700-50", "t2v:N4-700-50"],
+    "moving-digits/Latte-skip": ["c2v:N=2", "c2v:N=3", "c2v:N=4"],
+}
+
+
+def travelled(videos: torch.Tensor) -> torch.Tensor:
+    """Share of videos whose centre of mass moves >= 5 px along one axis and < 2 px along the other."""
+    shift = (md.centres_of_mass(videos)[:, -1] - md.centres_of_mass(videos)[:, 0]).abs()
+    big, small = shift.max(dim=1).values, shift.min(dim=1).values
+    return ((big >= 5) & (small < 2)).float().mean()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--repeats", type=int, default=1, help="seeds per prompt (t2v) / per class x 4 (c2v)")
+    parser.add_argument("--sampler", default="ddpm")
+    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--cfg-scale", type=float, default=4.0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pairs = [(d, m) for d in range(10) for m in range(len(MOTIONS))] * args.repeats  # 40 per repeat
+    seeds = list(range(len(pairs)))
+    digits = [d for d, _ in pairs]
+    moves = [m for _, m in pairs]
+    settings = dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale)
+    print(f"{len(seeds)} videos per run, {args.sampler}-{args.steps}, cfg {args.cfg_scale}, "
+          f"CPU threads {torch.get_num_threads()}, torch {torch.__version__}")
+    print("| model | cache | full / cached steps | ideal | measured | PSNR (dB) | digit | motion |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for name in args.models:
+        model = load(name)
+        if model.conditioning == "text":
+            spec = stored_text_encoder(name) or {}
+            encoder = load_text_encoder(spec.get("name"), max_length=spec.get("max_length"))
+            condition = dict(prompts=[caption(d, m) for d, m in pairs], text_encoder=encoder)
+        else:
+            condition = dict(labels=digits)
+        warm = {k: v[:2] for k, v in condition.items() if k != "text_encoder"}
+        generate(model, seeds[:2], **{**settings, **condition, **warm, "steps": 3})  # warm-up
+        base = generate(model, seeds, **settings, **condition)
+        runs = [("none", base)] + [(spec, generate(model, seeds, cache=spec, **settings, **condition))
+                                   for spec in MODELS[name]]
+        for spec, out in runs:
+            scores = md.score(out.images, digits, moves if model.conditioning == "text" else None)
+            motion = scores.get("motion_accuracy", travelled(out.images).item())
+            row = {
+                "model": name, "cache": spec, "full": out.stats.full_steps, "cached": out.stats.cached_steps,
+                "ideal": out.stats.ideal_speedup, "measured": base.seconds / out.seconds,
+                "psnr": psnr(out.images, base.images).mean().item() if spec != "none" else None,
+                "digit_accuracy": scores["digit_accuracy"], "motion": motion,
+                "motion_metric": "accuracy" if "motion_accuracy" in scores else "travelled >= 5 px",
+            }
+            rows.append(row)
+            db = "—" if row["psnr"] is None else f"{row['psnr']:.1f}"
+            print(f"| {name} | `{spec}` | {row['full']} / {row['cached']} | {row['ideal']:.2f}× | "
+                  f"{row['measured']:.2f}× | {db} | {100 * row['digit_accuracy']:.0f}% | {100 * motion:.0f}% |",
+                  flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
