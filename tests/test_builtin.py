@@ -42,7 +42,7 @@ def test_evaluator_knows_real_digits_from_noise():
     assert real["fdd"] < 0.1 * noise["fdd"]
 
 
-@pytest.mark.parametrize("name", list(BUILTIN_MODELS))
+@pytest.mark.parametrize("name", [n for n in BUILTIN_MODELS if n.startswith("digits/")])
 def test_builtin_models_load_and_draw_their_digits(name):
     model = load(name)
     assert model.config.long_skip == name.endswith("Skip-DiT")

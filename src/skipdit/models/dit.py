@@ -13,18 +13,18 @@ The forward pass is written as explicit segments so that caches can act between 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .config import ModelConfig
 from .layers import Attention, LabelEmbedder, Mlp, PatchEmbed, TimestepEmbedder, modulate, sincos_2d
-from .skip import SKIP_INITS, LongSkipStack, init_long_skips_, make_long_skips
+from .skip import LongSkipStack, init_long_skips_, make_long_skips
 
 
 @dataclass(frozen=True)
-class DiTConfig:
+class DiTConfig(ModelConfig):
     """Architecture of a DiT / Skip-DiT. ``input_size`` is the latent side (image side / 8 with the
     SD VAE), so DiT-XL/2 at 256x256 has ``input_size=32`` and 256 tokens."""
 
@@ -40,37 +40,12 @@ class DiTConfig:
     learn_sigma: bool = True
     long_skip: bool = False
     skip_init: str = "torch_default"
+    family = "DiT"
 
     def __post_init__(self):
-        positive = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.input_size % self.patch_size:
-            raise ValueError(
-                f"input size {self.input_size} is not divisible by the patch size {self.patch_size}"
-            )
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads")
-        if self.hidden_size % 4:
-            raise ValueError(f"hidden size must be divisible by 4 (2-D sin-cos), got {self.hidden_size}")
+        self.check(("num_classes",), dropout="class_dropout_prob")
         if self.long_skip and self.depth % 2:
             raise ValueError(f"long skips pair block i with block depth-1-i; depth must be even, got {self.depth}")
-        if self.skip_init not in SKIP_INITS:
-            raise ValueError(f"unknown skip_init {self.skip_init!r}; valid: {', '.join(SKIP_INITS)}")
-        if not 0.0 <= self.class_dropout_prob < 1.0:
-            raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
-
-    @property
-    def out_channels(self) -> int:
-        return 2 * self.in_channels if self.learn_sigma else self.in_channels
-
-    def replace(self, **changes) -> DiTConfig:
-        valid = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - valid)
-        if unknown:
-            raise ValueError(f"unknown DiT config field(s) {unknown}; valid: {', '.join(sorted(valid))}")
-        return dataclasses.replace(self, **changes)
 
 
 class DiTBlock(nn.Module):
@@ -102,6 +77,33 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, T, p*p*C_out)
 
 
+def init_dit_weights_(model: nn.Module) -> None:
+    """The DiT scheme (xavier Linears, zero adaLN and output layer, N(0, 0.02) embeddings), for DiT and
+    Latte; the long skips then get ``config.skip_init`` (reference §A.2: the official DiT-skip keeps
+    PyTorch's default init for them; §A.3: Latte-skip gets the xavier pass)."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    grid = model.config.input_size // model.config.patch_size
+    model.pos_embed.data.copy_(sincos_2d(model.config.hidden_size, grid).float().unsqueeze(0))
+    w = model.x_embedder.proj.weight.data
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+    nn.init.zeros_(model.x_embedder.proj.bias)
+    if hasattr(model, "y_embedder"):  # an unconditional Latte has none
+        nn.init.normal_(model.y_embedder.embedding_table.weight, std=0.02)
+    nn.init.normal_(model.t_embedder.mlp[0].weight, std=0.02)
+    nn.init.normal_(model.t_embedder.mlp[2].weight, std=0.02)
+    for block in model.blocks:
+        nn.init.zeros_(block.adaLN_modulation[-1].weight)
+        nn.init.zeros_(block.adaLN_modulation[-1].bias)
+    for layer in (model.final_layer.adaLN_modulation[-1], model.final_layer.linear):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    if model.has_long_skips:
+        init_long_skips_(model.skip_norms, model.skip_linears, model.config.skip_init)
+
+
 class DiT(LongSkipStack, nn.Module):
     """DiT / Skip-DiT. ``forward(x, t, y)`` has the official semantics: ``x`` (N, C, H, W) latents,
     ``t`` (N,) timesteps on the original 0..999 scale, ``y`` (N,) class ids (``num_classes`` = null)."""
@@ -131,14 +133,6 @@ class DiT(LongSkipStack, nn.Module):
         return self.config.depth
 
     @property
-    def has_long_skips(self) -> bool:
-        return self.config.long_skip
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
-
-    @property
     def null_label(self) -> int:
         return self.config.num_classes
 
@@ -153,29 +147,7 @@ class DiT(LongSkipStack, nn.Module):
 
     # -- initialisation -------------------------------------------------------------------------------
     def initialize_weights(self) -> None:
-        """The DiT scheme (xavier Linears, zero adaLN and output layer, N(0, 0.02) embeddings); the long
-        skips then get ``config.skip_init`` (reference §A.2: the official DiT-skip keeps PyTorch's
-        default init for them)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        grid = self.config.input_size // self.config.patch_size
-        self.pos_embed.data.copy_(sincos_2d(self.config.hidden_size, grid).float().unsqueeze(0))
-        w = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-        if self.has_long_skips:
-            init_long_skips_(self.skip_norms, self.skip_linears, self.config.skip_init)
+        init_dit_weights_(self)
 
     # -- forward segments -----------------------------------------------------------------------------
     def embed(

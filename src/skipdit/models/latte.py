@@ -16,20 +16,20 @@ temporal blocks and ``temp_embed``, so they never mix with the video frames.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .dit import DiTBlock, FinalLayer
-from .layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_1d, sincos_2d
-from .skip import SKIP_INITS, LongSkipStack, init_long_skips_, make_long_skips
+from .config import ModelConfig
+from .dit import DiTBlock, FinalLayer, init_dit_weights_
+from .layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_1d
+from .skip import LongSkipStack, make_long_skips
 
 
 @dataclass(frozen=True)
-class LatteConfig:
+class LatteConfig(ModelConfig):
     """``depth`` counts blocks (spatial and temporal), so there are ``depth // 2`` units. ``num_frames``
     is the length of ``temp_embed``: the most video frames the model serves. ``num_classes=0`` is the
     unconditional model (official ``extras=1``: FFS, Sky, Taichi); ``> 0`` adds the label embedder
@@ -48,12 +48,10 @@ class LatteConfig:
     learn_sigma: bool = True
     long_skip: bool = False
     skip_init: str = "xavier"  # official Latte-skip: the xavier pass also hits the skip Linears (§A.3)
+    family = "Latte"
 
     def __post_init__(self):
-        positive = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_frames")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check(("num_frames",), dropout="class_dropout_prob")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0: unconditional), got {self.num_classes}")
         if self.depth % 2:
@@ -61,25 +59,6 @@ class LatteConfig:
         if self.long_skip and self.depth % 4:
             raise ValueError(f"long skips pair unit i with unit {self.depth // 2}-1-i; depth must be a multiple "
                              f"of 4, got {self.depth}")
-        if self.input_size % self.patch_size:
-            raise ValueError(f"input size {self.input_size} is not divisible by the patch size {self.patch_size}")
-        if self.hidden_size % self.num_heads or self.hidden_size % 4:
-            raise ValueError(f"hidden size {self.hidden_size} must be divisible by 4 and by {self.num_heads} heads")
-        if self.skip_init not in SKIP_INITS:
-            raise ValueError(f"unknown skip_init {self.skip_init!r}; valid: {', '.join(SKIP_INITS)}")
-        if not 0.0 <= self.class_dropout_prob < 1.0:
-            raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
-
-    @property
-    def out_channels(self) -> int:
-        return 2 * self.in_channels if self.learn_sigma else self.in_channels
-
-    def replace(self, **changes) -> LatteConfig:
-        valid = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - valid)
-        if unknown:
-            raise ValueError(f"unknown Latte config field(s) {unknown}; valid: {', '.join(sorted(valid))}")
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -129,7 +108,19 @@ def unpatchify_frames(x: torch.Tensor, ctx: VideoContext, patch: int, channels: 
     return x.reshape(ctx.batch, ctx.frames, channels, g * patch, g * patch).transpose(1, 2)
 
 
-class Latte(LongSkipStack, nn.Module):
+class VideoStack(LongSkipStack):
+    """A long-skip unit stack over videos: Latte and Latte-T2V."""
+
+    def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
+        """(C, F, H, W) of one sample; ``num_frames`` defaults to the most the model serves."""
+        frames = check_frames(num_frames or self.config.num_frames, 0, self.config.num_frames)
+        if frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        size = self.config.input_size
+        return (self.config.in_channels, frames, size, size)
+
+
+class Latte(VideoStack, nn.Module):
     """Latte / Latte-skip. ``forward(x, t, y)``: ``x`` (N, C, F, H, W), ``t`` (N,) on the 0..999 scale,
     ``y`` (N,) class ids (``num_classes`` = null; ignored by an unconditional model)."""
 
@@ -161,52 +152,16 @@ class Latte(LongSkipStack, nn.Module):
         return self.config.depth // 2
 
     @property
-    def has_long_skips(self) -> bool:
-        return self.config.long_skip
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
-
-    @property
     def null_label(self) -> int | None:
         return self.config.num_classes if self.config.num_classes else None
 
-    def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
-        """(C, F, H, W) of one sample; ``num_frames`` defaults to the most the model serves."""
-        frames = check_frames(num_frames or self.config.num_frames, 0, self.config.num_frames)
-        if frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        size = self.config.input_size
-        return (self.config.in_channels, frames, size, size)
-
     # -- initialisation ---------------------------------------------------------------------------------
     def initialize_weights(self) -> None:
-        """Latte's scheme (DiT's, plus the temporal table); official Latte-skip builds the skips first, so
-        the xavier pass reaches them; ``config.skip_init`` reproduces that by default."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        grid = self.config.input_size // self.config.patch_size
-        d = self.config.hidden_size
-        self.pos_embed.data.copy_(sincos_2d(d, grid).float().unsqueeze(0))
-        self.temp_embed.data.copy_(sincos_1d(d, torch.arange(self.config.num_frames)).float().unsqueeze(0))
-        w = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        if self.config.num_classes:
-            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-        if self.has_long_skips:
-            init_long_skips_(self.skip_norms, self.skip_linears, self.config.skip_init)
+        """DiT's scheme plus the temporal table. The official Latte-skip builds its skips before the
+        xavier pass, which ``skip_init="xavier"`` (the default here) reproduces."""
+        init_dit_weights_(self)
+        temporal = sincos_1d(self.config.hidden_size, torch.arange(self.config.num_frames))
+        self.temp_embed.data.copy_(temporal.float().unsqueeze(0))
 
     # -- forward segments ---------------------------------------------------------------------------------
     def embed(

@@ -19,20 +19,20 @@ skipdit passes one so that a sample does not depend on its batch.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .latte import VideoContext, check_frames, to_spatial, to_temporal, unpatchify_frames
+from .config import ModelConfig
+from .latte import VideoContext, VideoStack, check_frames, to_spatial, to_temporal, unpatchify_frames
 from .layers import PatchEmbed, sincos_1d, sincos_2d, timestep_embedding
-from .skip import SKIP_INITS, LongSkipStack, init_long_skips_, make_long_skips
+from .skip import init_long_skips_, make_long_skips
 
 
 @dataclass(frozen=True)
-class LatteT2VConfig:
+class LatteT2VConfig(ModelConfig):
     """Field names are ours; :mod:`skipdit.convert.latte` maps diffusers' ``config.json`` onto them
     (``sample_size`` -> ``input_size``, ``num_layers`` -> ``depth``, ``video_length`` -> ``num_frames``,
     heads x head dim -> ``hidden_size``). Defaults are Latte-0 / Latte-1 (§A.4)."""
@@ -52,34 +52,12 @@ class LatteT2VConfig:
     caption_dropout_prob: float = 0.1  # training: captions replaced by the empty caption
     long_skip: bool = False
     skip_init: str = "torch_default"  # official: skip modules keep PyTorch's default init (§A.4)
+    family = "Latte-T2V"
 
     def __post_init__(self):
-        positive = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads",
-                    "caption_channels", "num_frames")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check(("caption_channels", "num_frames"), dropout="caption_dropout_prob")
         if self.long_skip and self.depth % 2:
             raise ValueError(f"long skips pair layer i with layer depth-1-i; depth must be even, got {self.depth}")
-        if self.input_size % self.patch_size:
-            raise ValueError(f"input size {self.input_size} is not divisible by the patch size {self.patch_size}")
-        if self.hidden_size % self.num_heads or self.hidden_size % 4:
-            raise ValueError(f"hidden size {self.hidden_size} must be divisible by 4 and by {self.num_heads} heads")
-        if self.skip_init not in SKIP_INITS:
-            raise ValueError(f"unknown skip_init {self.skip_init!r}; valid: {', '.join(SKIP_INITS)}")
-        if not 0.0 <= self.caption_dropout_prob < 1.0:
-            raise ValueError(f"caption_dropout_prob must be in [0, 1), got {self.caption_dropout_prob}")
-
-    @property
-    def out_channels(self) -> int:
-        return 2 * self.in_channels if self.learn_sigma else self.in_channels
-
-    def replace(self, **changes) -> LatteT2VConfig:
-        valid = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - valid)
-        if unknown:
-            raise ValueError(f"unknown Latte-T2V config field(s) {unknown}; valid: {', '.join(sorted(valid))}")
-        return dataclasses.replace(self, **changes)
 
 
 # -- layers in diffusers' naming ---------------------------------------------------------------------------
@@ -186,7 +164,7 @@ class CaptionProjection(nn.Module):
 
 
 # -- the model ----------------------------------------------------------------------------------------------
-class LatteT2V(LongSkipStack, nn.Module):
+class LatteT2V(VideoStack, nn.Module):
     """Latte-T2V / Latte-T2V-skip. ``forward(x, t, text, text_mask)``: ``x`` (N, C, F, H, W), ``t`` (N,)
     on the 0..999 scale, ``text`` (N, L, caption_channels), ``text_mask`` (N, L) bool or None."""
 
@@ -222,22 +200,6 @@ class LatteT2V(LongSkipStack, nn.Module):
     def num_units(self) -> int:
         """Units a cache schedules over: the layers (reference §B.2: 28 for Latte-T2V)."""
         return self.config.depth
-
-    @property
-    def has_long_skips(self) -> bool:
-        return self.config.long_skip
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
-
-    def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
-        """(C, F, H, W) of one sample; ``num_frames`` defaults to the most the model serves."""
-        frames = check_frames(num_frames or self.config.num_frames, 0, self.config.num_frames)
-        if frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        size = self.config.input_size
-        return (self.config.in_channels, frames, size, size)
 
     # -- forward segments ---------------------------------------------------------------------------------
     def embed(

@@ -80,17 +80,24 @@ class LongSkipStack:
     """The unit loop shared by every model with (optional) long skips: DiT blocks, Latte
     (spatial, temporal) pairs and Latte-T2V layers are all "units" (reference §B.1).
 
-    A model mixes this in and provides ``unit(i, h, ctx)`` (run unit ``i``), ``num_units``,
-    ``has_long_skips``, ``gradient_checkpointing`` and, with long skips, ``skip_norms`` /
-    ``skip_linears``. Units ``0 .. L/2-1`` push their outputs; unit ``i >= L/2`` first fuses the top of
-    the stack through ``skip_norms[i - L/2]`` (LIFO, so unit ``i`` meets unit ``L-1-i``). ``ctx`` is
-    whatever the model's units need (a conditioning vector, per-frame contexts, ...): caches pass it
-    through untouched.
+    A model mixes this in and provides ``config`` (with ``long_skip`` and ``in_channels``),
+    ``unit(i, h, ctx)`` (run unit ``i``), ``num_units``, ``gradient_checkpointing`` and, with long
+    skips, ``skip_norms`` / ``skip_linears``. Units ``0 .. L/2-1`` push their outputs; unit
+    ``i >= L/2`` first fuses the top of the stack through ``skip_norms[i - L/2]`` (LIFO, so unit ``i``
+    meets unit ``L-1-i``). ``ctx`` is whatever the model's units need (a conditioning vector, per-frame
+    contexts, ...): caches pass it through untouched.
     """
 
     num_units: int
-    has_long_skips: bool
     gradient_checkpointing: bool
+
+    @property
+    def has_long_skips(self) -> bool:
+        return self.config.long_skip
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
 
     def unit(self, i: int, h: torch.Tensor, ctx) -> torch.Tensor:
         raise NotImplementedError
