@@ -10,7 +10,7 @@ VENV_ARGS ?=
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-slow bench lint assets curves clean
+.PHONY: install demo demo-video test test-slow bench lint assets curves clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ $(VENV)/.installed: pyproject.toml
 # (demo-out/uncached/grid.png), then the measured speed-up and the PSNR between the two.
 demo: install
 	$(BIN)/skipdit sample --seeds 0-19 --cache skip:N=2 --compare-uncached --out demo-out --no-progress
+
+# The built-in moving-digits/Latte-T2V-skip: "the digit 7 moves up" with Skip-Cache and without it,
+# as mp4 and gif per seed plus demo-video/grid.gif, then the measured speed-up and the PSNR.
+demo-video: install
+	$(BIN)/skipdit sample --task t2v --prompt "the digit 7 moves up" --seeds 0-7 --cache t2v:N=2 \
+		--compare-uncached --out demo-video --no-progress
 
 test: install
 	$(BIN)/python -m pytest

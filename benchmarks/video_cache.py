@@ -27,9 +27,11 @@ from skipdit.metrics import moving_digits as md
 from skipdit.text import load_text_encoder
 from skipdit.train.moving_digits import MOTIONS, caption
 
-MODELS = {
-    "moving-digits/Latte-T2V-skip": ["t2v:N2-700-50", "t2v:N3-700-50", "t2v:N4-700-50"],
-    "moving-digits/Latte-skip": ["c2v:N=2", "c2v:N=3", "c2v:N=4"],
+MODELS = ["moving-digits/Latte-T2V-skip", "moving-digits/Latte-skip"]
+# the official presets of each task (reference §B.2), by the model's conditioning
+CACHES = {
+    "text": ["t2v:N2-700-50", "t2v:N3-700-50", "t2v:N4-700-50"],
+    "class": ["c2v:N=2", "c2v:N=3", "c2v:N=4"],
 }
 
 
@@ -42,7 +44,7 @@ def travelled(videos: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=MODELS, help="built-in names or weight files")
     parser.add_argument("--repeats", type=int, default=1, help="seeds per prompt (t2v) / per class x 4 (c2v)")
     parser.add_argument("--sampler", default="ddpm")
     parser.add_argument("--steps", type=int, default=250)
@@ -74,7 +76,7 @@ def main() -> None:
         generate(model, seeds[:2], **{**settings, **condition, **warm, "steps": 3})  # warm-up
         base = generate(model, seeds, **settings, **condition)
         runs = [("none", base)] + [(spec, generate(model, seeds, cache=spec, **settings, **condition))
-                                   for spec in MODELS[name]]
+                                   for spec in CACHES[model.conditioning]]
         for spec, out in runs:
             scores = md.score(out.images, digits, moves if model.conditioning == "text" else None)
             motion = scores.get("motion_accuracy", travelled(out.images).item())
