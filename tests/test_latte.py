@@ -326,3 +326,17 @@ class _FakeEncoder:
     def encode(self, prompts):
         g = torch.Generator().manual_seed(sum(map(ord, "".join(prompts))) + 1)
         return torch.randn(len(prompts), 5, 12, generator=g), torch.ones(len(prompts), 5, dtype=torch.bool)
+
+
+def test_unconditional_latte_samples_without_labels():
+    """FFS / Sky / Taichi are unconditional (official extras=1): no label embedder, no guidance."""
+    model = c2v(num_classes=0)
+    assert not hasattr(model, "y_embedder") and model.null_label is None
+    out = generate(model, [0, 1], sampler="ddim", steps=3, num_frames=2)
+    assert out.samples.shape == (2, 4, 2, 8, 8) and out.labels is None
+    with pytest.raises(ValueError, match="unconditional: it takes no class labels"):
+        generate(model, [0], labels=[1], steps=2)
+    with pytest.raises(ValueError, match="guidance needs a conditional model"):
+        generate(model, [0], steps=2, cfg_scale=4.0)
+    with pytest.raises(ValueError, match="pass prompts, not class labels"):
+        generate(t2v(), [0], labels=[1], steps=2)
