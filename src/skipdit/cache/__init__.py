@@ -41,7 +41,9 @@ def official_setting(policy: CachePolicy) -> tuple[int, str]:
     return PRESET_UNITS.get(policy.family, 28), PRESET_RESPACING.get(policy.family, "250")
 
 
+from .adapters import disable, enable, stats  # noqa: E402  (adapters parse specs with parse_cache)
+
 __all__ = [
-    "CACHE_FAMILIES", "CachePolicy", "CacheState", "CacheStats", "SkipCache", "StepPlan",
-    "official_setting", "interval_schedule", "parse_cache",
+    "CACHE_FAMILIES", "CachePolicy", "CacheState", "CacheStats", "SkipCache", "StepPlan", "disable", "enable",
+    "official_setting", "interval_schedule", "parse_cache", "stats",
 ]

@@ -1,0 +1,122 @@
+"""Skip-Cache for models that skipdit does not own: a declared long-skip layout plus block hooks.
+
+A transformer with long skips is described by :class:`LongSkipLayout`: ``L`` blocks in one
+``ModuleList``, the first ``P`` push their outputs, the last ``P`` pop them (LIFO, so block ``j`` meets
+block ``L-1-j``), and the ``L - 2P`` blocks between are unpaired (Hunyuan-DiT: 2, U-ViT: 1, Skip-DiT: 0).
+That is all Skip-Cache needs to know (reference §B.1).
+
+:class:`BlockCache` leaves the model's own forward (embeddings, its block loop with the skip stack,
+the head) untouched and replaces each block's ``forward`` on the instance. On a cached step the blocks
+``b .. L-b-1`` return their input unchanged, at no cost, so the model's loop still pushes and pops a
+balanced stack; the first ``b`` blocks compute, so the deep blocks ``L-b .. L-1`` pop exactly their fresh
+outputs; block ``L-b`` gets the hidden state kept on the last full step instead of its input. The state
+parameters and buffers are never touched, so the state dict stays the same, and :meth:`BlockCache.detach`
+restores the original forward exactly.
+
+The schedule comes from the policy up front: the pipeline's ``scheduler.set_timesteps`` starts a run
+(one read of the timesteps, then no host sync per step) and each ``scheduler.step`` ends a step, so
+guidance in one batched call or in two calls per step both work, and every pipeline call starts fresh.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..base import CacheStats
+from ..skip_cache import SkipCache
+
+
+@dataclass(frozen=True)
+class LongSkipLayout:
+    """``num_units`` blocks; blocks ``0 .. num_pairs-1`` push, blocks ``num_units-num_pairs ..`` pop."""
+
+    num_units: int
+    num_pairs: int
+
+    def __post_init__(self):
+        if not 0 < self.num_pairs <= self.num_units // 2:
+            raise ValueError(f"{self.num_pairs} long-skip pairs do not fit in {self.num_units} blocks")
+
+    @property
+    def middle(self) -> range:
+        """The unpaired blocks."""
+        return range(self.num_pairs, self.num_units - self.num_pairs)
+
+    def check_branch(self, branch: int) -> None:
+        if branch > self.num_pairs:
+            unpaired = f"; blocks {self.middle.start}..{self.middle.stop - 1} are unpaired" if self.middle else ""
+            raise ValueError(f"Skip-Cache branch b={branch} needs b <= {self.num_pairs} for this model "
+                             f"({self.num_pairs} long-skip pairs{unpaired})")
+
+
+class BlockCache:
+    """Skip-Cache on ``blocks`` (a ``ModuleList``) laid out as ``layout``, driven by ``policy``."""
+
+    def __init__(self, blocks, layout: LongSkipLayout, policy: SkipCache):
+        if len(blocks) != layout.num_units:
+            raise ValueError(f"the layout declares {layout.num_units} blocks, the model has {len(blocks)}")
+        layout.check_branch(policy.branch)
+        self.blocks, self.layout, self.policy = blocks, layout, policy
+        self.plan: list | None = None
+        self.step = 0
+        self.calls_per_step: int | None = None  # bare-model use: steps end after this many calls
+        self._call = 0
+        self._kept: list = []  # hidden state entering block L-b, per call of the step (slot)
+        for index, block in enumerate(blocks):
+            block.forward = functools.partial(self._forward, index, block.forward)
+
+    # -- the run --------------------------------------------------------------------------------------
+    def start(self, timesteps: Sequence[int]) -> None:
+        """A new sampling run over ``timesteps`` (original 0..999 scale, in sampling order)."""
+        self.plan = self.policy.plan([int(t) for t in timesteps], self.layout.num_units)
+        self.step, self._call, self._kept = 0, 0, []
+
+    def end_step(self) -> None:
+        self.step += 1
+        self._call = 0
+
+    @property
+    def stats(self) -> CacheStats:
+        """What the steps run so far did (a step under way counts)."""
+        done = (self.plan or [])[: self.step + (self._call > 0)]
+        return CacheStats.from_plan(done, self.layout.num_units)
+
+    def detach(self) -> None:
+        """Restore every block's own forward."""
+        for block in self.blocks:
+            if "forward" in vars(block):
+                del block.forward
+
+    # -- one block ------------------------------------------------------------------------------------
+    def _forward(self, index: int, original, hidden_states, *args, **kwargs):
+        if index == 0:
+            self._begin_call()
+        L, b = self.layout.num_units, self.policy.branch
+        slot = self._call - 1
+        if self.plan[self.step].full:
+            if index == L - b:
+                self._keep(slot, hidden_states)
+            return original(hidden_states, *args, **kwargs)
+        if b <= index < L - b:
+            return hidden_states  # skipped: the model's loop still pushes / pops, balanced
+        if index == L - b:
+            hidden_states = self._kept[slot]  # the deep state of the last full step, before its fusion
+        return original(hidden_states, *args, **kwargs)
+
+    def _begin_call(self) -> None:
+        if self.plan is None:
+            raise RuntimeError("Skip-Cache has no schedule yet: run the pipeline, or pass timesteps to enable()")
+        if self.calls_per_step is not None and self._call == self.calls_per_step:
+            self.end_step()
+        if self.step >= len(self.plan):
+            raise RuntimeError(f"Skip-Cache planned {len(self.plan)} steps and they are done; start a new run "
+                               "(the pipeline does it) or disable the cache")
+        self._call += 1
+
+    def _keep(self, slot: int, hidden_states) -> None:
+        if slot == len(self._kept):
+            self._kept.append(hidden_states)
+        else:
+            self._kept[slot] = hidden_states  # by reference: no copy
