@@ -118,3 +118,15 @@ def test_canvas_too_small():
         moving_digit(torch.zeros(8, 8), 0, num_frames=3, canvas=9)
     with pytest.raises(ValueError, match="offset"):
         moving_digit(torch.zeros(8, 8), 0, offset=9)
+
+
+def test_per_class_keeps_the_first_digits_of_each_class():
+    few = make_moving_digits(copies=2, per_class=3)
+    assert len(few) == 10 * 3 * 4 * 2 and torch.bincount(few.labels).tolist() == [24] * 10
+    images, labels = load_digits8()
+    firsts = torch.stack([images[labels == d][:3] for d in range(10)])  # (10, 3, 8, 8)
+    for video, label, motion, offset in zip(few.videos, few.labels, few.motions, few.offsets):
+        candidates = [moving_digit(firsts[label, k], int(motion), offset=int(offset)) for k in range(3)]
+        assert any(torch.equal(video[0], c) for c in candidates)
+    with pytest.raises(ValueError, match="per_class must be >= 1"):
+        make_moving_digits(per_class=0)

@@ -34,6 +34,8 @@ class DataConfig:
     workers: int = 0  # DataLoader worker processes
     num_frames: int = 8  # moving-digits: frames per video
     canvas: int = 16  # moving-digits: frame side in pixels
+    per_class: int | None = None  # moving-digits: only the first that many digits of each class (None: all)
+    copies: int = 2  # moving-digits: videos per digit and motion, each with its own offset and phrasing
     # Joint image-video training (official train_with_img.py): append this many frames of other videos
     # to each video as independent images; they bypass the temporal blocks.
     image_frames: int = 0
@@ -42,6 +44,9 @@ class DataConfig:
         _check_choice("data.kind", self.kind, DATA_KINDS)
         _check_min("data.num_frames", self.num_frames, 1)
         _check_min("data.image_frames", self.image_frames, 0)
+        _check_min("data.copies", self.copies, 1)
+        if self.per_class is not None:
+            _check_min("data.per_class", self.per_class, 1)
         if self.image_frames and self.kind != "moving-digits":
             raise ValueError("data.image_frames applies to video data (data.kind=moving-digits)")
         if self.kind not in ("digits", "moving-digits") and not self.path:

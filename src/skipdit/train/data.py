@@ -56,7 +56,7 @@ def build_data(config: DataConfig) -> TrainData:
     if config.kind == "digits":
         return digits_data()
     if config.kind == "moving-digits":
-        return moving_digits_data(config.num_frames, config.canvas)
+        return moving_digits_data(config.num_frames, config.canvas, config.copies, config.per_class)
     if config.kind == "image-folder":
         dataset = ImageFolder(config.path, config.image_size)
         augment = _flip if config.flip else _identity
@@ -94,14 +94,13 @@ def digits_data() -> TrainData:
     return TrainData(TensorItems(images, labels), tuple(images.shape[1:]), 10, shift_by_one)
 
 
-def moving_digits_data(num_frames: int, canvas: int, copies: int = 2) -> TrainData:
-    """Each digit x motion ``copies`` times, with seeded offsets and caption phrasings (3 MB per 1,000
+def moving_digits_data(num_frames: int, canvas: int, copies: int = 2, per_class: int | None = None) -> TrainData:
+    """Each digit x motion ``copies`` times, with seeded offsets and caption phrasings (8 MB per 1,000
     videos of 8 16x16 frames)."""
-    from .moving_digits import make_moving_digits
+    from .moving_digits import CAPTION_TEMPLATES, MOTIONS, make_moving_digits
 
-    data = make_moving_digits(num_frames=num_frames, canvas=canvas, copies=copies)
-    caption_labels = torch.zeros(len(data.captions), dtype=torch.long)
-    caption_labels[data.caption_ids] = data.labels
+    data = make_moving_digits(num_frames=num_frames, canvas=canvas, copies=copies, per_class=per_class)
+    caption_labels = torch.arange(len(data.captions)) // (len(MOTIONS) * len(CAPTION_TEMPLATES))  # see all_captions
     return TrainData(TensorItems(data.videos, data.caption_ids), tuple(data.videos.shape[1:]), 10, _identity,
                      captions=data.captions, caption_labels=caption_labels)
 

@@ -135,8 +135,11 @@ class MovingDigits:
         return self.captions[int(self.caption_ids[index])]
 
 
-def make_moving_digits(*, num_frames: int = 8, canvas: int = 16, seed: int = 0, copies: int = 1) -> MovingDigits:
-    """Every scikit-learn digit x every motion x ``copies``: N = 1797 * 4 * copies videos.
+def make_moving_digits(
+    *, num_frames: int = 8, canvas: int = 16, seed: int = 0, copies: int = 1, per_class: int | None = None,
+) -> MovingDigits:
+    """Every scikit-learn digit x every motion x ``copies``: N = 1797 * 4 * copies videos. ``per_class``
+    keeps only the first that many digits of each class (in scikit-learn's order).
 
     Each video draws its cross-axis offset and its caption template from ``seed`` (a CPU generator), so the
     dataset is the same on every machine.
@@ -145,6 +148,11 @@ def make_moving_digits(*, num_frames: int = 8, canvas: int = 16, seed: int = 0, 
     if copies < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
     images, digit_labels = load_digits8()  # (D, 8, 8), (D,)
+    if per_class is not None:
+        if per_class < 1:
+            raise ValueError(f"per_class must be >= 1, got {per_class}")
+        keep = torch.cat([torch.nonzero(digit_labels == d).flatten()[:per_class] for d in range(NUM_DIGIT_CLASSES)])
+        images, digit_labels = images[keep.sort().values], digit_labels[keep.sort().values]
     num_motions, num_templates = len(MOTIONS), len(CAPTION_TEMPLATES)
     source = torch.arange(len(images)).repeat_interleave(num_motions).repeat(copies)  # (N,) image index
     motions = torch.arange(num_motions).repeat(len(images) * copies)  # (N,)
