@@ -41,9 +41,9 @@ class Generation:
 def generate(
     model, seeds: Sequence[int], labels: Sequence[int] | int | None = None, *,
     prompts: Sequence[str] | str | None = None, negative_prompt: str = "", text_encoder=None,
-    num_frames: int | None = None, sampler: str = "ddpm",
-    steps: int = 250, respacing: str | None = None, eta: float = 0.0, cfg_scale: float = 1.0, cfg_mode: str = "all",
-    cfg_batched: bool = True, cache: str | CachePolicy | None = None, vae=None, batch_size: int | None = None,
+    num_frames: int | None = None, sampler: str = "ddpm", steps: int = 250, respacing: str | None = None,
+    eta: float = 0.0, cfg_scale: float = 1.0, cfg_mode: str = "all", cfg_batched: bool = True,
+    cache: str | CachePolicy | None = None, vae=None, batch_size: int | None = None,
     device: str | torch.device | None = None, precision: str = "fp32", compile: bool = False,
     progress: bool = False, callback: Callable | None = None,
 ) -> Generation:

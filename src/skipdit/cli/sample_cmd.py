@@ -39,6 +39,7 @@ EXAMPLES = """examples:
 VAE_DOWNSAMPLE = 8
 TASKS = ("c2i", "c2v", "t2v")
 TASK_OF_ARCH = {"dit": "c2i", "latte": "c2v", "latte_t2v": "t2v"}
+DEFAULT_PROMPT = "the digit 7 moves up"  # for the built-in text-to-video model
 
 
 def add_parser(sub) -> None:
@@ -189,9 +190,6 @@ def run(args) -> int:
         report.update(uncached_seconds=base.seconds, speedup=speedup, psnr=scores.tolist())
     (out / "run.json").write_text(json.dumps(report, indent=2, default=str))
     return 0
-
-
-DEFAULT_PROMPT = "the digit 7 moves up"
 
 
 def _captions(result) -> list[str]:
