@@ -192,6 +192,8 @@ class Latte(VideoStack, nn.Module):
 
     def unit(self, i: int, h: torch.Tensor, ctx: VideoContext) -> torch.Tensor:
         h = self.blocks[2 * i](h, ctx.spatial)  # (N*F, T, D)
+        if not ctx.video_frames:  # images only: nothing for the temporal block to attend over
+            return h
         video, images = to_temporal(h, ctx)  # (N*T, Fv, D)
         if i == 0:
             video = video + self.temp_embed[:, : ctx.video_frames]

@@ -235,7 +235,7 @@ class LatteT2V(VideoStack, nn.Module):
 
     def unit(self, i: int, h: torch.Tensor, ctx: VideoContext) -> torch.Tensor:
         h = self.transformer_blocks[i](h, ctx.spatial, ctx.text, ctx.text_mask)  # (N*F, T, D)
-        if not ctx.temporal_blocks:
+        if not (ctx.temporal_blocks and ctx.video_frames):  # images only: the spatial blocks alone
             return h
         video, images = to_temporal(h, ctx)  # (N*T, Fv, D)
         if i == 0 and ctx.video_frames > 1:  # diffusers adds the temporal table only to real videos
