@@ -340,3 +340,33 @@ def test_unconditional_latte_samples_without_labels():
         generate(model, [0], steps=2, cfg_scale=4.0)
     with pytest.raises(ValueError, match="pass prompts, not class labels"):
         generate(t2v(), [0], labels=[1], steps=2)
+
+
+def test_bf16_close_to_fp32_and_video_vae_decodes_frame_by_frame(tmp_path):
+    model = t2v()
+    common = dict(prompts=["a"], text_encoder=_FakeEncoder(), sampler="ddim", steps=4, cache="t2v:N=2,start=none")
+    fp32 = generate(model, [0, 1], **common)
+    bf16 = generate(model, [0, 1], precision="bf16", **common)
+    assert (bf16.samples - fp32.samples).abs().max() / fp32.samples.abs().max() < 0.05
+
+    class FrameVAE:  # decodes each (C, h, w) latent frame to an RGB frame twice the size
+        latent_channels = 4
+
+        def decode(self, latents, batch_size=None):
+            assert latents.ndim == 4  # frames, not videos
+            rgb = latents[:, :3].repeat_interleave(2, -1).repeat_interleave(2, -2)
+            return rgb.tanh()
+
+    out = generate(model, [0, 1], vae=FrameVAE(), **common)
+    assert out.images.shape == (2, 4, 16, 16, 3)
+    first = FrameVAE().decode(out.samples[:, :, 2]).permute(0, 2, 3, 1)  # frame 2 of each video, decoded alone
+    torch.testing.assert_close(out.images[:, 2].float(), ((first.clamp(-1, 1) + 1) * 127.5 + 0.5).floor(),
+                               atol=1, rtol=0)
+
+
+@pytest.mark.slow
+def test_compile_matches_eager_for_video_models():
+    for model, cond in ((c2v(), dict(labels=[1])), (t2v(), dict(prompts=["a"], text_encoder=_FakeEncoder()))):
+        eager = generate(model, [0], sampler="ddim", steps=3, cache="skip:N=2", **cond)
+        compiled = generate(model, [0], sampler="ddim", steps=3, cache="skip:N=2", compile=True, **cond)
+        torch.testing.assert_close(compiled.samples, eager.samples, atol=1e-4, rtol=1e-4)
