@@ -66,7 +66,7 @@ def test_cache_plan(capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["sample", "--model", "DiT-Q/2", "--random-weights"], "unknown model preset 'DiT-Q/2'"),
-    (["sample", "--ckpt", "{ckpt}", "--model", "DiT-B/2-skip"], "checkpoint does not match the model"),
+    (["sample", "--ckpt", "{ckpt}", "--model", "DiT-B/2-skip"], "was saved with hidden_size=384 (model: 768)"),
     (["sample", "--ckpt", "{ckpt}", "--class-labels", "10"], "class label 10 out of range"),
     (["sample", "--model", "DiT-S/4", "--random-weights", "--image-size", "30"], "not divisible by the patch"),
     (["sample", "--ckpt", "{ckpt}", "--cache", "c2i:N=2;b=1"], "malformed cache spec"),

@@ -46,9 +46,27 @@ DEFAULT_PROMPT = "the digit 7 moves up"  # for the built-in text-to-video model
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "sample", help="sample class-conditional images", epilog=EXAMPLES,
+        "sample", help="sample images or videos, with or without a cache", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_model_arguments(p)
+    s = add_sampling_arguments(p)
+    s.add_argument("--compare-uncached", action="store_true",
+                   help="also run without the cache; print the measured speed-up and PSNR")
+    r = p.add_argument_group("runtime")
+    r.add_argument("--batch-size", type=int, help="samples per batch (default: all)")
+    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    r.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    r.add_argument("--compile", action="store_true", help="torch.compile each block")
+    r.add_argument("--out", default="samples", help="output folder (default: samples/)")
+    r.add_argument("--format", default="mp4,gif", help=f"video models: file formats, of {','.join(VIDEO_FORMATS)} "
+                   "(default mp4,gif)")
+    r.add_argument("--fps", type=int, default=8, help="video models: frames per second (default 8)")
+    r.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run)
+
+
+def add_model_arguments(p) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--task", choices=TASKS, help="c2i: class-to-image, c2v: class-to-video, t2v: text-to-video, "
                    "t2i: text-to-image with Hunyuan-DiT (--model-dir) (default: what --ckpt holds; else c2i)")
@@ -63,6 +81,9 @@ def add_parser(sub) -> None:
     g.add_argument("--text-encoder", help="text models: 'minilm' (built in) or a local T5 / CLIP folder "
                    "(default: the one the model was trained with, else minilm)")
     g.add_argument("--image-size", type=int, help="output image side in pixels (default: from the model)")
+
+
+def add_sampling_arguments(p):
     s = p.add_argument_group("sampling")
     s.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7,10 (one sample per seed; default 0-7)")
     s.add_argument("--class-labels", help="labels, cycled over the seeds (default: sample k gets k mod classes)")
@@ -79,19 +100,7 @@ def add_parser(sub) -> None:
                    help="dit_legacy guides only 3 channels, to reproduce the official DiT numbers")
     s.add_argument("--cfg-two-pass", action="store_true", help="run cond and uncond as two model calls")
     s.add_argument("--cache", help=f"cache spec, e.g. c2i:N=2 (families: {', '.join(CACHE_FAMILIES)})")
-    s.add_argument("--compare-uncached", action="store_true",
-                   help="also run without the cache; print the measured speed-up and PSNR")
-    r = p.add_argument_group("runtime")
-    r.add_argument("--batch-size", type=int, help="samples per batch (default: all)")
-    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    r.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
-    r.add_argument("--compile", action="store_true", help="torch.compile each block")
-    r.add_argument("--out", default="samples", help="output folder (default: samples/)")
-    r.add_argument("--format", default="mp4,gif", help=f"video models: file formats, of {','.join(VIDEO_FORMATS)} "
-                   "(default mp4,gif)")
-    r.add_argument("--fps", type=int, default=8, help="video models: frames per second (default 8)")
-    r.add_argument("--no-progress", action="store_true")
-    p.set_defaults(run=run)
+    return s
 
 
 def build(args):
@@ -145,37 +154,12 @@ def run(args) -> int:
     if args.fps < 1:
         raise ValueError(f"--fps must be >= 1, got {args.fps}")
     model, vae, encoder, task = build(args)
-    if task != "t2v" and (args.prompt or args.negative_prompt):
-        raise ValueError(f"--prompt and --negative-prompt are for text-to-video models; this is a {task} model")
-    if task == "c2i" and args.num_frames:
-        raise ValueError("--num-frames is for video models; this is a class-to-image model")
-    condition = {}
-    if task == "t2v":
-        condition = dict(prompts=args.prompt or [DEFAULT_PROMPT], negative_prompt=args.negative_prompt,
-                         text_encoder=encoder)
-    elif getattr(model.config, "num_classes", 0):
-        num_classes = model.config.num_classes
-        if args.class_labels:
-            given = parse_int_list(args.class_labels, "class labels")
-            condition["labels"] = [given[k % len(given)] for k in range(len(seeds))]
-        else:
-            condition["labels"] = [k % num_classes for k in range(len(seeds))]
-    elif args.class_labels:
-        raise ValueError("this model is unconditional: it takes no --class-labels")
-    if task != "c2i":
-        condition["num_frames"] = args.num_frames
-    steps = args.steps or (250 if args.sampler == "ddpm" else 50)
-    cfg_scale = args.cfg_scale if task == "t2v" or "labels" in condition else 1.0
-    settings = dict(
-        sampler=args.sampler, steps=steps, respacing=args.respacing, eta=args.eta, cfg_scale=cfg_scale,
-        cfg_mode=args.cfg_mode, cfg_batched=not args.cfg_two_pass, vae=vae, batch_size=args.batch_size,
-        device=args.device, precision=args.precision, compile=args.compile, progress=not args.no_progress,
-        **condition,
-    )
+    settings = sampling_settings(args, model, vae, encoder, task, len(seeds))
+    steps = settings["steps"]
     out = Path(args.out)
     if args.compare_uncached:  # warm up kernels and allocators so the first timed run is not penalised
         warm = {**settings, "respacing": "2", "progress": False}
-        generate(model, seeds[:1], **{**warm, **{k: v[:1] for k, v in condition.items() if k == "labels"}})
+        generate(model, seeds[:1], **{**warm, "labels": warm["labels"] and warm["labels"][:1]})
     result = generate(model, seeds, cache=args.cache, **settings)
     saved = _write(result, out, formats, args.fps)
     report = {"task": task, "seeds": seeds, "labels": result.labels, "prompts": result.prompts,
@@ -195,6 +179,34 @@ def run(args) -> int:
         report.update(uncached_seconds=base.seconds, speedup=speedup, psnr=scores.tolist())
     (out / "run.json").write_text(json.dumps(report, indent=2, default=str))
     return 0
+
+
+def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
+    """``generate()`` keyword arguments for ``n`` seeds: the conditioning (labels cycled over the seeds,
+    or prompts), the sampler, guidance and runtime options."""
+    if task != "t2v" and (args.prompt or args.negative_prompt):
+        raise ValueError(f"--prompt and --negative-prompt are for text-to-video models; this is a {task} model")
+    if task == "c2i" and args.num_frames:
+        raise ValueError("--num-frames is for video models; this is a class-to-image model")
+    condition = {"labels": None}
+    if task == "t2v":
+        condition.update(prompts=args.prompt or [DEFAULT_PROMPT], negative_prompt=args.negative_prompt,
+                         text_encoder=encoder)
+    elif getattr(model.config, "num_classes", 0):
+        given = parse_int_list(args.class_labels, "class labels") if args.class_labels \
+            else list(range(model.config.num_classes))
+        condition["labels"] = [given[k % len(given)] for k in range(n)]
+    elif args.class_labels:
+        raise ValueError("this model is unconditional: it takes no --class-labels")
+    if task != "c2i":
+        condition["num_frames"] = args.num_frames
+    guided = task == "t2v" or condition.get("labels") is not None
+    return dict(
+        sampler=args.sampler, steps=args.steps or (250 if args.sampler == "ddpm" else 50), respacing=args.respacing,
+        eta=args.eta, cfg_scale=args.cfg_scale if guided else 1.0, cfg_mode=args.cfg_mode,
+        cfg_batched=not args.cfg_two_pass, vae=vae, batch_size=args.batch_size, device=args.device,
+        precision=args.precision, compile=args.compile, progress=not args.no_progress, **condition,
+    )
 
 
 def run_t2i(args) -> int:
