@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -29,6 +28,7 @@ import torch.distributed as dist
 
 from ..convert.checkpoint import check_architecture, load_state_into, read_weights
 from ..diffusion import GaussianDiffusion
+from ..distributed import init_distributed, resolve_device, shutdown
 from ..models import arch_of, config_from_dict, model_from_config, preset_config
 from .checkpoint import checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig, dump_config
@@ -45,17 +45,16 @@ NUM_TIMESTEPS = 1000
 
 def train(config: TrainConfig, *, progress: bool = True) -> Path:
     """Train (or continue training) the run in ``config.run_dir``. Returns the last checkpoint's path."""
-    rank, world, local_rank = _init_distributed()
+    rank, world, local_rank = init_distributed()
     try:
         with _terminate_as_interrupt(enabled=world == 1):
             return _train(config, rank, world, local_rank, progress)
     finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown(world)
 
 
 def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress: bool) -> Path:
-    device = _device(config.device, local_rank)
+    device = resolve_device(config.device, local_rank)
     run_dir = Path(config.run_dir)
     data = build_data(config.data)  # fails on a missing or empty dataset before anything is written
     encoder = _text_encoder(config)
@@ -373,26 +372,3 @@ def _progress_bar(total: int, initial: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, disable=not enabled, desc="train", dynamic_ncols=True)
-
-
-def _init_distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; one process without it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend)
-    return rank, world, local_rank
-
-
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but CUDA is not available")
-    return device
