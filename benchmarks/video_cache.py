@@ -22,17 +22,18 @@ import torch
 
 from skipdit import generate, load
 from skipdit.convert.checkpoint import stored_text_encoder
-from skipdit.metrics import psnr
 from skipdit.metrics import moving_digits as md
+from skipdit.metrics import psnr
 from skipdit.text import load_text_encoder
 from skipdit.train.moving_digits import MOTIONS, caption
 
 MODELS = ["moving-digits/Latte-T2V-skip", "moving-digits/Latte-skip"]
-# the official presets of each task (reference §B.2), by the model's conditioning
+# the official presets of each task (reference §B.2) and their samplers (§C), by the model's conditioning
 CACHES = {
     "text": ["t2v:N2-700-50", "t2v:N3-700-50", "t2v:N4-700-50"],
     "class": ["c2v:N=2", "c2v:N=3", "c2v:N=4"],
 }
+SAMPLERS = {"text": ("ddim", 50), "class": ("ddpm", 250)}
 
 
 def travelled(videos: torch.Tensor) -> torch.Tensor:
@@ -46,8 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=MODELS, help="built-in names or weight files")
     parser.add_argument("--repeats", type=int, default=1, help="seeds per prompt (t2v) / per class x 4 (c2v)")
-    parser.add_argument("--sampler", default="ddpm")
-    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--sampler", help="default: the task's official sampler (t2v DDIM-50, c2v DDPM-250)")
+    parser.add_argument("--steps", type=int)
     parser.add_argument("--cfg-scale", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", help="also write the rows here")
@@ -58,17 +59,18 @@ def main() -> None:
     seeds = list(range(len(pairs)))
     digits = [d for d, _ in pairs]
     moves = [m for _, m in pairs]
-    settings = dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale)
-    print(f"{len(seeds)} videos per run, {args.sampler}-{args.steps}, cfg {args.cfg_scale}, "
-          f"CPU threads {torch.get_num_threads()}, torch {torch.__version__}")
-    print("| model | cache | full / cached steps | ideal | measured | PSNR (dB) | digit | motion |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"{len(seeds)} videos per run, cfg {args.cfg_scale}, CPU threads {torch.get_num_threads()}, "
+          f"torch {torch.__version__}")
+    print("| model | sampler | cache | full / cached steps | ideal | measured | PSNR (dB) | digit | motion |")
+    print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in args.models:
         model = load(name)
+        sampler, steps = SAMPLERS[model.conditioning]
+        settings = dict(sampler=args.sampler or sampler, steps=args.steps or steps, cfg_scale=args.cfg_scale)
         if model.conditioning == "text":
-            spec = stored_text_encoder(name) or {}
-            encoder = load_text_encoder(spec.get("name"), max_length=spec.get("max_length"))
+            text = stored_text_encoder(name) or {}
+            encoder = load_text_encoder(text.get("name"), max_length=text.get("max_length"))
             condition = dict(prompts=[caption(d, m) for d, m in pairs], text_encoder=encoder)
         else:
             condition = dict(labels=digits)
@@ -81,7 +83,8 @@ def main() -> None:
             scores = md.score(out.images, digits, moves if model.conditioning == "text" else None)
             motion = scores.get("motion_accuracy", travelled(out.images).item())
             row = {
-                "model": name, "cache": spec, "full": out.stats.full_steps, "cached": out.stats.cached_steps,
+                "model": name, "sampler": f"{settings['sampler']}-{settings['steps']}", "cache": spec,
+                "full": out.stats.full_steps, "cached": out.stats.cached_steps,
                 "ideal": out.stats.ideal_speedup, "measured": base.seconds / out.seconds,
                 "psnr": psnr(out.images, base.images).mean().item() if spec != "none" else None,
                 "digit_accuracy": scores["digit_accuracy"], "motion": motion,
@@ -89,7 +92,7 @@ def main() -> None:
             }
             rows.append(row)
             db = "—" if row["psnr"] is None else f"{row['psnr']:.1f}"
-            print(f"| {name} | `{spec}` | {row['full']} / {row['cached']} | {row['ideal']:.2f}× | "
+            print(f"| {name} | {row['sampler']} | `{spec}` | {row['full']} / {row['cached']} | {row['ideal']:.2f}× | "
                   f"{row['measured']:.2f}× | {db} | {100 * row['digit_accuracy']:.0f}% | {100 * motion:.0f}% |",
                   flush=True)
     if args.json:
