@@ -171,14 +171,19 @@ def run(args) -> int:
     if args.compare_uncached:
         base = generate(model, seeds, cache=None, **settings)
         _write(base, out / "uncached", formats, args.fps)
-        scores = psnr(result.images, base.images)
-        speedup = base.seconds / result.seconds
-        print(f"uncached: {base.seconds:.2f}s -> measured speed-up {speedup:.2f}x "
-              f"(ideal {result.stats.ideal_speedup:.2f}x)")
-        print(f"PSNR cached vs uncached: mean {scores.mean():.2f} dB, min {scores.min():.2f} dB")
-        report.update(uncached_seconds=base.seconds, speedup=speedup, psnr=scores.tolist())
+        report.update(_compare(result, base))
     (out / "run.json").write_text(json.dumps(report, indent=2, default=str))
     return 0
+
+
+def _compare(result, base) -> dict:
+    """Print and return the measured speed-up and the PSNR of a cached run against the uncached one."""
+    scores = psnr(result.images, base.images)
+    speedup = base.seconds / result.seconds
+    ideal = result.stats.ideal_speedup
+    print(f"uncached: {base.seconds:.2f}s -> measured speed-up {speedup:.2f}x (ideal {ideal:.2f}x)")
+    print(f"PSNR cached vs uncached: mean {scores.mean():.2f} dB, min {scores.min():.2f} dB")
+    return {"uncached_seconds": base.seconds, "speedup": speedup, "psnr": scores.tolist()}
 
 
 def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
@@ -237,12 +242,7 @@ def run_t2i(args) -> int:
     if args.compare_uncached:
         base = generate_hunyuan(pipe, seeds, cache=None, **settings)
         _write_t2i(base, out / "uncached")
-        scores = psnr(result.images, base.images)
-        speedup = base.seconds / result.seconds
-        print(f"uncached: {base.seconds:.2f}s -> measured speed-up {speedup:.2f}x "
-              f"(ideal {result.stats.ideal_speedup:.2f}x)")
-        print(f"PSNR cached vs uncached: mean {scores.mean():.2f} dB, min {scores.min():.2f} dB")
-        report.update(uncached_seconds=base.seconds, speedup=speedup, psnr=scores.tolist())
+        report.update(_compare(result, base))
     (out / "run.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     return 0
 
