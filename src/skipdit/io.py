@@ -122,7 +122,7 @@ def _check_frames(frames: torch.Tensor) -> None:
                          f"got {frames.dtype} {tuple(frames.shape)}")
 
 
-def _atomic_write(path: Path, write) -> Path:
+def atomic_write(path: Path, write) -> Path:
     """``write(tmp_path)`` into a temporary file next to ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # a fresh name rather than mkstemp, so the file gets the usual permissions; it keeps the suffix for ffmpeg
@@ -154,12 +154,12 @@ def save_video(frames: torch.Tensor, path, *, fps: int = 8, scale: int | None = 
         raise ValueError(f"scale must be a positive integer or None, got {scale!r}")
     frames = frames.cpu().repeat_interleave(int(scale), 1).repeat_interleave(int(scale), 2)  # (F, sH, sW, C)
     if fmt == "gif":
-        return _atomic_write(path, lambda tmp: _write_gif(frames, tmp, int(fps)))
+        return atomic_write(path, lambda tmp: _write_gif(frames, tmp, int(fps)))
     try:
         import imageio_ffmpeg
     except ImportError as err:
         raise ImportError(_NEED_FFMPEG) from err
-    return _atomic_write(path, lambda tmp: _write_mp4(imageio_ffmpeg, frames, tmp, int(fps)))
+    return atomic_write(path, lambda tmp: _write_mp4(imageio_ffmpeg, frames, tmp, int(fps)))
 
 
 def _write_mp4(imageio_ffmpeg, frames: torch.Tensor, path: Path, fps: int) -> None:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .cache import CacheStats
 from .distributed import barrier, init_distributed, resolve_device, shutdown
-from .io import save_image
+from .io import atomic_write, save_image
 from .sampling import generate
 
 SAMPLES_DIR = "samples"
@@ -77,7 +77,7 @@ def sample_many(
                 prompts=None if prompts is None else [prompts[k] for k in batch], device=device, **settings,
             )
             for k, sample in zip(batch, result.images):
-                _write_atomic(paths[k], sample, video)
+                _write(paths[k], sample)
             _log(out / f"log-rank{rank}.jsonl", [seeds[k] for k in batch], result)
             bar.update(len(batch))
         bar.close()
@@ -100,10 +100,7 @@ def pack_npz(paths: Sequence[Path], npz: Path, labels: Sequence[int] | None = No
     arrays = {"arr_0": arr}
     if labels is not None:
         arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
-    tmp = npz.with_name(npz.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, npz)
-    return npz
+    return atomic_write(npz, lambda tmp: np.savez(tmp, **arrays))
 
 
 def _read(path: Path) -> np.ndarray:
@@ -116,13 +113,12 @@ def _read(path: Path) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array  # NHWC, also for one channel
 
 
-def _write_atomic(path: Path, sample: torch.Tensor, video: bool) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    if video:
-        np.save(tmp, sample.numpy())
+def _write(path: Path, sample: torch.Tensor) -> None:
+    """A video's frames as ``.npy`` (lossless, for packing), an image as PNG; atomically either way."""
+    if path.suffix == ".npy":
+        atomic_write(path, lambda tmp: np.save(tmp, sample.numpy()))
     else:
-        save_image(sample, tmp)
-    os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_image(sample, tmp))
 
 
 def _log(path: Path, seeds: list[int], result) -> None:
