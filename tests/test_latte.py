@@ -139,8 +139,8 @@ def test_long_skip_pairs_mirror_units():
     outputs, received = {}, {}
     original_unit = model.unit
 
-    def unit(i, h, ctx):
-        outputs[i] = original_unit(i, h, ctx)
+    def unit(i, h, ctx, memo=None):
+        outputs[i] = original_unit(i, h, ctx, memo)
         return outputs[i]
 
     model.unit = unit

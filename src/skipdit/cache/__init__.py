@@ -1,8 +1,14 @@
 """Caches for DiT sampling. ``parse_cache("c2i:N=3")`` turns a spec string into a policy.
 
-Spec strings are ``FAMILY[:ARGS]``: ``skip:N=3,b=1,start=700,stop=50`` (``stop<50`` for a strict
-reset test), the official presets ``c2i``, ``c2v``, ``t2v``, ``t2i`` with the same keys as overrides
-(``c2i:N=4``), the official text-to-video form ``t2v:N2-700-50``, and ``none``.
+Spec strings are ``FAMILY[:ARGS]``:
+
+* Skip-Cache: ``skip:N=3,b=1,start=700,stop=50`` (``stop<50`` for a strict reset test), the official
+  presets ``c2i``, ``c2v``, ``t2v``, ``t2i`` with the same keys as overrides (``c2i:N=4``), the official
+  text-to-video form ``t2v:N2-700-50``; ``adaptive:threshold=0.05`` refreshes from the shallow features.
+* Peers: ``fora:N=2``, ``delta:N=2,boundary=600``, ``deepcache:N=2,b=1`` (vanilla models),
+  ``pab:spatial=2,temporal=3,cross=6``, ``tgate:gate=10`` (text models), ``teacache:threshold=0.1``,
+  ``fbc:threshold=0.05``.
+* ``none``.
 """
 
 from __future__ import annotations
@@ -10,14 +16,26 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..registry import Registry
+from .adaptive import AdaptiveSkipCache, parse_adaptive
 from .base import CachePolicy, CacheState, CacheStats, StepPlan
+from .deepcache import DeepCacheDiT, parse_deepcache
+from .delta import DeltaDiT, parse_delta
+from .fbcache import FirstBlockCache, parse_fbc
+from .fora import Fora, parse_fora
+from .pab import PyramidAttentionBroadcast, parse_pab
 from .schedule import interval_schedule
 from .skip_cache import PRESET_RESPACING, PRESET_UNITS, PRESETS, SkipCache, parse_skip_cache
+from .teacache import TeaCache, parse_teacache
+from .tgate import TGate, parse_tgate
 
 # family name -> parser(family, args, full_spec) -> policy
 CACHE_FAMILIES: Registry[Callable[[str, str, str], CachePolicy]] = Registry("cache")
 for _family in PRESETS:
     CACHE_FAMILIES.register(_family, parse_skip_cache)
+for _family, _parser in (("adaptive", parse_adaptive), ("fora", parse_fora), ("delta", parse_delta),
+                         ("deepcache", parse_deepcache), ("pab", parse_pab), ("tgate", parse_tgate),
+                         ("teacache", parse_teacache), ("fbc", parse_fbc)):
+    CACHE_FAMILIES.register(_family, _parser)
 
 
 def parse_cache(spec: str | CachePolicy | None) -> CachePolicy | None:
@@ -44,6 +62,7 @@ def official_setting(policy: CachePolicy) -> tuple[int, str]:
 from .adapters import disable, enable, stats  # noqa: E402  (adapters parse specs with parse_cache)
 
 __all__ = [
-    "CACHE_FAMILIES", "CachePolicy", "CacheState", "CacheStats", "SkipCache", "StepPlan", "disable", "enable",
-    "official_setting", "interval_schedule", "parse_cache", "stats",
+    "CACHE_FAMILIES", "AdaptiveSkipCache", "CachePolicy", "CacheState", "CacheStats", "DeepCacheDiT", "DeltaDiT",
+    "FirstBlockCache", "Fora", "PyramidAttentionBroadcast", "SkipCache", "StepPlan", "TGate", "TeaCache",
+    "disable", "enable", "official_setting", "interval_schedule", "parse_cache", "stats",
 ]

@@ -11,8 +11,9 @@ A model that caches act on exposes ``num_units``, ``has_long_skips`` and
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -22,11 +23,14 @@ Ranges = tuple[tuple[int, int], ...]  # half-open unit ranges run at a step
 
 @dataclass(frozen=True)
 class StepPlan:
-    """What one denoising step does: ``full`` recomputes everything; ``units`` are the ranges run."""
+    """What one denoising step does: ``full`` recomputes everything; ``units`` are the ranges whose
+    blocks run; ``reuse`` names the sublayers (``attn``, ``cross_attn``, ``mlp``, ``temporal_attn`` ...)
+    whose kept outputs stand in for their computation inside the units that run."""
 
     t: int
     full: bool
     units: Ranges
+    reuse: tuple[str, ...] = ()
 
     @property
     def num_units(self) -> int:
@@ -44,17 +48,21 @@ class CacheStats:
     unit_evals: int
     units_per_step: int
     cached_units: tuple[int, ...] = ()
+    reused: tuple[str, ...] = ()  # sublayers whose outputs were reused (FORA, PAB, T-GATE)
 
     @property
     def ideal_speedup(self) -> float:
+        """Unit evaluations without the cache / with it. A unit that runs with some sublayers reused counts
+        as run, so for sublayer caches this is a lower bound (``skipdit bench`` counts MACs instead)."""
         return self.steps * self.units_per_step / self.unit_evals if self.unit_evals else 1.0
 
     @classmethod
     def from_plan(cls, plan: Sequence[StepPlan], units_per_step: int) -> CacheStats:
         full = sum(p.full for p in plan)
         ran = {u for p in plan if not p.full for start, stop in p.units for u in range(start, stop)}
+        reused = {name for p in plan for name in p.reuse}
         return cls(len(plan), full, len(plan) - full, sum(p.num_units for p in plan), units_per_step,
-                   tuple(sorted(ran)))
+                   tuple(sorted(ran)), tuple(sorted(reused)))
 
     @classmethod
     def uncached(cls, steps: int, units_per_step: int) -> CacheStats:
@@ -67,11 +75,14 @@ class CacheStats:
             self.steps + other.steps, self.full_steps + other.full_steps, self.cached_steps + other.cached_steps,
             self.unit_evals + other.unit_evals, self.units_per_step,
             tuple(sorted(set(self.cached_units) | set(other.cached_units))),
+            tuple(sorted(set(self.reused) | set(other.reused))),
         )
 
     def summary(self) -> str:
         ran = f" (cached steps run units {', '.join(map(str, self.cached_units))} of {self.units_per_step})" \
             if self.cached_steps else ""
+        if self.reused:
+            ran += f" reusing {', '.join(self.reused)}"
         return (
             f"{self.full_steps} full / {self.cached_steps} cached steps{ran}, "
             f"{self.unit_evals} of {self.steps * self.units_per_step} unit evaluations, "
@@ -89,6 +100,8 @@ class CachePolicy:
         raise NotImplementedError
 
     def run(self, model, h: torch.Tensor, c: torch.Tensor, step: StepPlan, slot: dict) -> torch.Tensor:
+        """The unit stack at one step. ``slot`` keeps this call's tensors across steps. A policy that
+        decides at run time (TeaCache, First-Block-Cache, adaptive) stores what it did as ``slot["ran"]``."""
         raise NotImplementedError
 
     def check_model(self, model) -> None:
@@ -104,7 +117,12 @@ class CachePolicy:
     def start(self, model, timesteps: Sequence[int]) -> CacheState:
         """A fresh state for one sampling run of ``model`` over ``timesteps`` (original scale)."""
         self.check_model(model)
-        return CacheState(self, self.plan(list(timesteps), model.num_units), model.num_units)
+        plan = self.plan(list(timesteps), model.num_units)
+        present = getattr(model, "sublayers", None)  # reuse only what the model has
+        if present is not None:
+            plan = [dataclasses.replace(p, reuse=kept, full=p.full or not kept) if kept != p.reuse else p
+                    for p in plan for kept in [tuple(n for n in p.reuse if n in present)]]
+        return CacheState(self, plan, model.num_units)
 
 
 @dataclass
@@ -117,7 +135,7 @@ class CacheState:
     step: int = -1
     _call: int = 0
     _slots: list[dict] = field(default_factory=list)
-    units_run: dict[int, Ranges] = field(default_factory=dict)
+    done: dict[int, StepPlan] = field(default_factory=dict)  # what each step run so far did
 
     def begin_step(self, k: int) -> None:
         if not 0 <= k < len(self.plan):
@@ -132,14 +150,14 @@ class CacheState:
         slot = self._slots[self._call]
         self._call += 1
         step = self.plan[self.step]
-        self.units_run.setdefault(self.step, step.units)
-        return self.policy.run(model, h, c, step, slot)
+        out = self.policy.run(model, h, c, step, slot)
+        self.done.setdefault(self.step, slot.pop("ran", step))  # with two calls per step, the first one counts
+        return out
 
     @property
     def stats(self) -> CacheStats:
         """Stats of the steps actually run so far (an interrupted run reports what it did)."""
-        done = [self.plan[k] for k in sorted(self.units_run)]
-        return CacheStats.from_plan(done, self.units_per_step)
+        return CacheStats.from_plan([self.done[k] for k in sorted(self.done)], self.units_per_step)
 
 
 _ITEM = re.compile(r"\s*([A-Za-z_][\w]*)\s*(<=|<|=)\s*(\S+?)\s*")
@@ -166,3 +184,106 @@ def parse_int(value: str, key: str, spec: str, *, minimum: int | None = None, op
     if minimum is not None and number < minimum:
         raise ValueError(f"malformed cache spec {spec!r}: {key} must be >= {minimum}, got {number}")
     return number
+
+
+def parse_float(value: str, key: str, spec: str, *, minimum: float | None = None) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"malformed cache spec {spec!r}: {key} must be a number, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"malformed cache spec {spec!r}: {key} must be >= {minimum}, got {number}")
+    return number
+
+
+def parse_policy(cls, family: str, args: str, spec: str, keys: dict[str, str], **fixed) -> CachePolicy:
+    """A policy dataclass ``cls`` from ``key=value`` items. ``keys`` maps spec keys to field names; each
+    value is read by the field's annotation: ``int``, ``float``, ``int | None`` (``none`` / ``off``) or
+    ``tuple[float, ...]`` (``/``-separated, e.g. ``coef=1.5/-0.2/0.01``)."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    values = dict(fixed)
+    for key, op, value in parse_items(args, spec):
+        if key not in keys:
+            raise ValueError(f"malformed cache spec {spec!r}: unknown key {key!r}; valid: {', '.join(keys)}")
+        if op != "=":
+            raise ValueError(f"malformed cache spec {spec!r}: write {key}={value}")
+        name = keys[key]
+        kind = fields[name]
+        if kind == "int":
+            values[name] = parse_int(value, key, spec, minimum=0)
+        elif kind == "int | None":
+            values[name] = parse_int(value, key, spec, minimum=0, optional=True)
+        elif kind == "float":
+            values[name] = parse_float(value, key, spec)
+        elif kind == "tuple[float, ...]":
+            values[name] = tuple(parse_float(v, key, spec) for v in value.split("/"))
+        else:  # pragma: no cover - a policy declared a field type this parser does not know
+            raise TypeError(f"{cls.__name__}.{name}: unsupported field type {kind}")
+    try:
+        return cls(**values, family=family)
+    except ValueError as err:
+        raise ValueError(f"malformed cache spec {spec!r}: {err}") from None
+
+
+def spec_of(policy: CachePolicy, keys: dict[str, str]) -> str:
+    """The spec string that :func:`parse_policy` reads back into ``policy``."""
+    def show(value) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, tuple):
+            return "/".join(f"{v:g}" for v in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return f"{policy.family}:" + ",".join(f"{key}={show(getattr(policy, name))}" for key, name in keys.items())
+
+
+def sublayer_memo(kept: dict, reuse: Collection[str], keep: Collection[str] | None = None):
+    """A memo (see :func:`skipdit.models.skip.sublayer`) that returns the kept output of the sublayers
+    named in ``reuse`` and computes every other one, keeping those named in ``keep`` (default: all) by
+    reference for later steps."""
+    def memo(key, fn, *args):
+        if key[1] in reuse and key in kept:
+            return kept[key]
+        out = fn(*args)
+        if keep is None or key[1] in keep:
+            kept[key] = out
+        return out
+
+    return memo
+
+
+def relative_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``mean|a - b| / mean|b|`` as a 0-d tensor (TeaCache's and First-Block-Cache's change indicator)."""
+    return (a - b).abs().mean() / b.abs().mean().clamp_min(1e-12)
+
+
+class LaggedScalar:
+    """A 0-d device tensor read one step later, so a decision never waits for the step that made it.
+
+    On CUDA the value is copied into pinned memory with ``non_blocking=True`` right after it is computed
+    (an event marks the copy); :meth:`pop` at the next step waits only for that copy, which the rest of
+    the previous step has long overtaken. On CPU it is a plain read.
+    """
+
+    def __init__(self):
+        self._pending: tuple[torch.Tensor, torch.cuda.Event | None] | None = None
+
+    def push(self, value: torch.Tensor) -> None:
+        value = value.detach().float()
+        if value.is_cuda:
+            host = torch.empty((), dtype=torch.float32, pin_memory=True)
+            host.copy_(value, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending = (host, event)
+        else:
+            self._pending = (value, None)
+
+    def pop(self) -> float | None:
+        if self._pending is None:
+            return None
+        value, event = self._pending
+        self._pending = None
+        if event is not None:
+            event.synchronize()
+        return float(value)

@@ -1,3 +1,4 @@
-from .fidelity import psnr
+from .fidelity import cosine_similarity, mse, psnr, ssim
+from .lpips import LPIPS, lpips
 
-__all__ = ["psnr"]
+__all__ = ["LPIPS", "cosine_similarity", "lpips", "mse", "psnr", "ssim"]

@@ -20,7 +20,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .layers import Attention, LabelEmbedder, Mlp, PatchEmbed, TimestepEmbedder, modulate, sincos_2d
-from .skip import LongSkipStack, init_long_skips_, make_long_skips
+from .skip import LongSkipStack, init_long_skips_, make_long_skips, scoped, sublayer
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,18 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, memo=None) -> torch.Tensor:
+        """``memo``: see :func:`skipdit.models.skip.sublayer`; the gates are always recomputed."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        attn = sublayer(memo, "attn", self.attn, modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_msa.unsqueeze(1) * attn
+        mlp = sublayer(memo, "mlp", self.mlp, modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x + gate_mlp.unsqueeze(1) * mlp
+
+    def attn_input(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The modulated input of the attention sublayer."""
+        shift_msa, scale_msa = self.adaLN_modulation(c)[:, : 2 * x.shape[-1]].chunk(2, dim=1)
+        return modulate(self.norm1(x), shift_msa, scale_msa)
 
 
 class FinalLayer(nn.Module):
@@ -137,6 +145,7 @@ class DiT(LongSkipStack, nn.Module):
         return self.config.num_classes
 
     conditioning = "class"
+    sublayers = ("attn", "mlp")  # what its blocks call them (models.skip.sublayer)
 
     def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
         """(C, H, W) of one sample; an image model takes no frame count."""
@@ -157,9 +166,12 @@ class DiT(LongSkipStack, nn.Module):
         h = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         return h, self.t_embedder(t) + self.y_embedder(y, force_drop)
 
-    def unit(self, i: int, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def unit(self, i: int, h: torch.Tensor, c: torch.Tensor, memo=None) -> torch.Tensor:
         """A DiT unit is one block (reference §B.2: L = 28 for DiT-XL/2)."""
-        return self.blocks[i](h, c)
+        return self.blocks[i](h, c, scoped(memo, i))
+
+    def first_block_input(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.blocks[0].attn_input(h, c)
 
     def head(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.unpatchify(self.final_layer(h, c))

@@ -25,7 +25,7 @@ from torch import nn
 from .config import ModelConfig
 from .dit import DiTBlock, FinalLayer, init_dit_weights_
 from .layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_1d
-from .skip import LongSkipStack, make_long_skips
+from .skip import LongSkipStack, make_long_skips, scoped
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ class Latte(VideoStack, nn.Module):
     ``y`` (N,) class ids (``num_classes`` = null; ignored by an unconditional model)."""
 
     conditioning = "class"
+    sublayers = ("attn", "mlp", "temporal_attn", "temporal_mlp")  # what its blocks call them (models.skip.sublayer)
 
     def __init__(self, config: LatteConfig):
         super().__init__()
@@ -190,15 +191,18 @@ class Latte(VideoStack, nn.Module):
         ctx = VideoContext(n, frames, video, spatial=per_frame.flatten(0, 1), temporal=c.repeat_interleave(tokens, 0))
         return h, ctx
 
-    def unit(self, i: int, h: torch.Tensor, ctx: VideoContext) -> torch.Tensor:
-        h = self.blocks[2 * i](h, ctx.spatial)  # (N*F, T, D)
+    def unit(self, i: int, h: torch.Tensor, ctx: VideoContext, memo=None) -> torch.Tensor:
+        h = self.blocks[2 * i](h, ctx.spatial, scoped(memo, i))  # (N*F, T, D)
         if not ctx.video_frames:  # images only: nothing for the temporal block to attend over
             return h
         video, images = to_temporal(h, ctx)  # (N*T, Fv, D)
         if i == 0:
             video = video + self.temp_embed[:, : ctx.video_frames]
-        video = self.blocks[2 * i + 1](video, ctx.temporal)
+        video = self.blocks[2 * i + 1](video, ctx.temporal, scoped(memo, i, "temporal_"))
         return to_spatial(video, images, ctx)
+
+    def first_block_input(self, h: torch.Tensor, ctx: VideoContext) -> torch.Tensor:
+        return self.blocks[0].attn_input(h, ctx.spatial)
 
     def head(self, h: torch.Tensor, ctx: VideoContext) -> torch.Tensor:
         x = self.final_layer(h, ctx.spatial)  # (N*F, T, p*p*C_out)

@@ -28,7 +28,7 @@ from torch import nn
 from .config import ModelConfig
 from .latte import VideoContext, VideoStack, check_frames, to_spatial, to_temporal, unpatchify_frames
 from .layers import PatchEmbed, sincos_1d, sincos_2d, timestep_embedding
-from .skip import init_long_skips_, make_long_skips
+from .skip import init_long_skips_, make_long_skips, scoped, sublayer
 
 
 @dataclass(frozen=True)
@@ -119,13 +119,21 @@ class AdaLNSingleBlock(nn.Module):
         self.ff = FeedForward(d, int(d * cfg.mlp_ratio))
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
 
-    def forward(self, x: torch.Tensor, t6: torch.Tensor, text=None, text_mask=None) -> torch.Tensor:
-        mod = self.scale_shift_table[None] + t6.unflatten(1, (6, -1))  # (N, 6, D)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)  # (N, 1, D) each
-        x = x + gate_msa * self.attn1(self.norm1(x) * (1 + scale_msa) + shift_msa)
+    def forward(self, x: torch.Tensor, t6: torch.Tensor, text=None, text_mask=None, memo=None) -> torch.Tensor:
+        """``memo``: see :func:`skipdit.models.skip.sublayer`."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self._modulation(t6)  # (N, 1, D) each
+        x = x + gate_msa * sublayer(memo, "attn", self.attn1, self.norm1(x) * (1 + scale_msa) + shift_msa)
         if text is not None:
-            x = x + self.attn2(x, text, text_mask)
-        return x + gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
+            x = x + sublayer(memo, "cross_attn", self.attn2, x, text, text_mask)
+        return x + gate_mlp * sublayer(memo, "mlp", self.ff, self.norm2(x) * (1 + scale_mlp) + shift_mlp)
+
+    def attn_input(self, x: torch.Tensor, t6: torch.Tensor) -> torch.Tensor:
+        """The modulated input of the self-attention sublayer."""
+        shift_msa, scale_msa = self._modulation(t6)[:2]
+        return self.norm1(x) * (1 + scale_msa) + shift_msa
+
+    def _modulation(self, t6: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.scale_shift_table[None] + t6.unflatten(1, (6, -1))).chunk(6, dim=1)  # 6 x (N, 1, D)
 
 
 class TimestepMLP(nn.Module):
@@ -169,6 +177,7 @@ class LatteT2V(VideoStack, nn.Module):
     on the 0..999 scale, ``text`` (N, L, caption_channels), ``text_mask`` (N, L) bool or None."""
 
     conditioning = "text"
+    sublayers = ("attn", "cross_attn", "mlp", "temporal_attn", "temporal_mlp")  # see models.skip.sublayer
 
     def __init__(self, config: LatteT2VConfig):
         super().__init__()
@@ -233,15 +242,18 @@ class LatteT2V(VideoStack, nn.Module):
         )
         return h, ctx
 
-    def unit(self, i: int, h: torch.Tensor, ctx: VideoContext) -> torch.Tensor:
-        h = self.transformer_blocks[i](h, ctx.spatial, ctx.text, ctx.text_mask)  # (N*F, T, D)
+    def unit(self, i: int, h: torch.Tensor, ctx: VideoContext, memo=None) -> torch.Tensor:
+        h = self.transformer_blocks[i](h, ctx.spatial, ctx.text, ctx.text_mask, scoped(memo, i))  # (N*F, T, D)
         if not (ctx.temporal_blocks and ctx.video_frames):  # images only: the spatial blocks alone
             return h
         video, images = to_temporal(h, ctx)  # (N*T, Fv, D)
         if i == 0 and ctx.video_frames > 1:  # diffusers adds the temporal table only to real videos
             video = video + self.temp_pos_embed[:, : ctx.video_frames].to(video.dtype)
-        video = self.temporal_transformer_blocks[i](video, ctx.temporal)
+        video = self.temporal_transformer_blocks[i](video, ctx.temporal, memo=scoped(memo, i, "temporal_"))
         return to_spatial(video, images, ctx)
+
+    def first_block_input(self, h: torch.Tensor, ctx: VideoContext) -> torch.Tensor:
+        return self.transformer_blocks[0].attn_input(h, ctx.spatial)
 
     def head(self, h: torch.Tensor, ctx: VideoContext) -> torch.Tensor:
         shift, scale = (self.scale_shift_table[None] + ctx.head[:, None]).chunk(2, dim=1)  # (N*F, 1, D)

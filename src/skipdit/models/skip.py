@@ -11,12 +11,31 @@ The modules live in two lists on the model, ``skip_norms[k]`` and ``skip_linears
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 SKIP_INITS = ("torch_default", "xavier", "zero")
+
+# A sublayer memo lets a cache reuse the outputs of attention / MLP sublayers across steps. A block calls
+# ``memo(name, fn, *args)`` instead of ``fn(*args)``; the memo computes or returns a kept output. Names are
+# ``"attn"``, ``"cross_attn"``, ``"mlp"``, with a ``"temporal_"`` prefix in the temporal blocks of video models.
+Memo = Callable[..., torch.Tensor]
+
+
+def sublayer(memo: Memo | None, name: str, fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
+    """``fn(*args)``, or what ``memo`` makes of it."""
+    return fn(*args) if memo is None else memo(name, fn, *args)
+
+
+def scoped(memo, unit: int, prefix: str = "") -> Memo | None:
+    """The memo a block of unit ``unit`` sees: it keys sublayer ``name`` as ``(unit, prefix + name)``."""
+    if memo is None:
+        return None
+    return lambda name, fn, *args: memo((unit, prefix + name), fn, *args)
 
 
 class FP32LayerNorm(nn.LayerNorm):
@@ -99,13 +118,19 @@ class LongSkipStack:
     def in_channels(self) -> int:
         return self.config.in_channels
 
-    def unit(self, i: int, h: torch.Tensor, ctx) -> torch.Tensor:
+    def unit(self, i: int, h: torch.Tensor, ctx, memo=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def first_block_input(self, h: torch.Tensor, ctx) -> torch.Tensor:
+        """The timestep-modulated input of the first attention sublayer (TeaCache's indicator)."""
         raise NotImplementedError
 
     def run_units(
         self, h: torch.Tensor, ctx, start: int = 0, stop: int | None = None, skips: list[torch.Tensor] | None = None,
+        memo=None,
     ) -> torch.Tensor:
-        """Run units ``start .. stop-1``, pushing to / popping from ``skips`` as the wiring says."""
+        """Run units ``start .. stop-1``, pushing to / popping from ``skips`` as the wiring says. ``memo``
+        (a cache's, see :func:`sublayer`) sees every attention and MLP call of the units."""
         stop = self.num_units if stop is None else stop
         half = self.num_units // 2
         long_skip = self.has_long_skips
@@ -118,7 +143,7 @@ class LongSkipStack:
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 h = checkpoint(self.unit, i, h, ctx, use_reentrant=False)
             else:
-                h = self.unit(i, h, ctx)
+                h = self.unit(i, h, ctx, memo)
             if long_skip and i < half:
                 skips.append(h)
         return h

@@ -1,0 +1,52 @@
+"""FORA (Selvaraju et al. 2024): every block's attention and MLP outputs are kept on full steps and
+reused on the ``N - 1`` steps after; the adaLN modulation, gates and residual adds are recomputed
+with the current timestep. The author's DiT baseline (reference §B.7, ``DiT_pab``) is this rule with
+N = 2 and always-full steps at t >= 1000 and t < 10.
+
+    fora:N=3                 # a full step every 3 steps
+    fora:N=2,start=900,stop=10
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .base import CachePolicy, StepPlan, parse_policy, spec_of, sublayer_memo
+from .schedule import interval_schedule
+
+REUSED = ("attn", "cross_attn", "mlp", "temporal_attn", "temporal_mlp")
+KEYS = {"N": "interval", "start": "start_t", "stop": "stop_t"}
+
+
+@dataclass(frozen=True)
+class Fora(CachePolicy):
+    """``interval`` N: a full step every N steps; ``start_t`` / ``stop_t``: steps with t >= start are full;
+    from the first t <= stop on, the counter restarts (as Skip-Cache's window)."""
+
+    interval: int = 2
+    start_t: int | None = None
+    stop_t: int | None = None
+    family: str = "fora"
+
+    def __post_init__(self):
+        if self.interval < 1:
+            raise ValueError(f"FORA interval N must be >= 1, got {self.interval}")
+
+    def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
+        flags = interval_schedule(timesteps, self.interval, start_t=self.start_t, stop_t=self.stop_t)
+        every = ((0, num_units),)
+        return [StepPlan(int(t), full, every, () if full else REUSED) for t, full in zip(timesteps, flags)]
+
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
+        kept = slot.setdefault("kept", {})
+        return model.run_units(h, c, memo=sublayer_memo(kept, step.reuse))
+
+    def spec(self) -> str:
+        return spec_of(self, KEYS)
+
+
+def parse_fora(family: str, args: str, spec: str) -> Fora:
+    return parse_policy(Fora, family, args, spec, KEYS)

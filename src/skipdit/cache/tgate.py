@@ -1,0 +1,53 @@
+"""T-GATE (Zhang et al. 2024): cross-attention converges early in sampling, so after a gate step its
+outputs are frozen: from step ``gate`` on, every cross-attention sublayer returns what it computed at
+step ``gate - 1``. Text-conditioned models only.
+
+    tgate:gate=10
+
+The original also averages the frozen output over the two guidance branches and then drops the
+unconditional branch, which halves the later steps; here guidance is left to the sampler, so the
+branches keep their own frozen outputs and the speed-up is the cross-attention's share of the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .base import CachePolicy, StepPlan, parse_policy, spec_of, sublayer_memo
+
+KEYS = {"gate": "gate"}
+FROZEN = ("cross_attn",)
+
+
+@dataclass(frozen=True)
+class TGate(CachePolicy):
+    gate: int = 10
+    family: str = "tgate"
+
+    def __post_init__(self):
+        if self.gate < 1:
+            raise ValueError(f"T-GATE gate step must be >= 1, got {self.gate}")
+
+    def check_model(self, model) -> None:
+        if getattr(model, "conditioning", None) != "text":
+            raise ValueError("T-GATE freezes cross-attention to the text; this model has none (text models only)")
+        self.check_units(model.num_units)
+
+    def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
+        every = ((0, num_units),)
+        return [StepPlan(int(t), k < self.gate, every, () if k < self.gate else FROZEN)
+                for k, t in enumerate(timesteps)]
+
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
+        kept = slot.setdefault("kept", {})
+        return model.run_units(h, c, memo=sublayer_memo(kept, step.reuse, keep=FROZEN))
+
+    def spec(self) -> str:
+        return spec_of(self, KEYS)
+
+
+def parse_tgate(family: str, args: str, spec: str) -> TGate:
+    return parse_policy(TGate, family, args, spec, KEYS)
