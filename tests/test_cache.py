@@ -93,7 +93,7 @@ def test_spec_parsing(spec, expected):
 
 
 @pytest.mark.parametrize("spec,message", [
-    ("fora:N=2", "unknown cache 'fora'"), ("c2i:N=0", "N must be >= 1"), ("c2i:N=two", "must be an integer"),
+    ("magic:N=2", "unknown cache 'magic'"), ("c2i:N=0", "N must be >= 1"), ("c2i:N=two", "must be an integer"),
     ("c2i:M=2", "unknown key 'M'"), ("c2i:N", "cannot read 'N'"), ("c2i:b<2", "only 'stop'"),
     ("skip:b=0", "b must be >= 1"),
 ])

@@ -9,9 +9,20 @@ import argparse
 import logging
 import sys
 
-from . import analyze_cmd, cache_cmd, convert_cmd, export_cmd, latents_cmd, sample_cmd, sample_many_cmd, train_cmd
+from . import (
+    analyze_cmd,
+    bench_cmd,
+    cache_cmd,
+    convert_cmd,
+    export_cmd,
+    latents_cmd,
+    sample_cmd,
+    sample_many_cmd,
+    train_cmd,
+)
 
-COMMANDS = (sample_cmd, sample_many_cmd, train_cmd, export_cmd, convert_cmd, latents_cmd, cache_cmd, analyze_cmd)
+COMMANDS = (sample_cmd, sample_many_cmd, train_cmd, export_cmd, convert_cmd, latents_cmd, cache_cmd, bench_cmd,
+            analyze_cmd)
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, ImportError, NotADirectoryError)
 
 

@@ -1,11 +1,24 @@
-"""``skipdit cache plan SPEC``: print a cache schedule and its counts without running a model."""
+"""``skipdit cache plan SPEC``: print a cache schedule and its counts without running a model.
+``skipdit cache tune``: search the Skip-Cache schedule with the best fidelity at a target speed-up.
+``skipdit cache calibrate-teacache``: fit TeaCache's polynomial for a model.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from ..cache import CacheStats, official_setting, parse_cache
+import torch
+
+from ..assets import BUILTIN_MODELS
+from ..cache import CacheStats, TeaCache, official_setting, parse_cache
+from ..cache.teacache import calibrate
+from ..cache.tune import tune
 from ..diffusion import space_timesteps
+from ..io import parse_int_list
+from ..sampling import PRECISIONS
+from .sample_cmd import add_model_arguments, add_sampling_arguments, build, sampling_settings
 
 EXAMPLES = """examples:
   skipdit cache plan c2i:N=2 --sampler ddpm --steps 250
@@ -13,9 +26,23 @@ EXAMPLES = """examples:
   skipdit cache plan skip:N=3,b=1,start=700,stop<50 --respacing ddim50 --units 28
 """
 
+TUNE_EXAMPLES = """examples:
+  skipdit cache tune --model digits/Skip-DiT --target-speedup 2.0 --sampler ddim --steps 50
+  skipdit sample --sampler ddim --steps 50 \\
+      --cache "$(skipdit cache tune --target-speedup 2.0 --sampler ddim --steps 50 --no-progress | tail -1)"
+  skipdit cache tune --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --target-speedup 1.8 --seeds 0-3 \\
+      --class-labels 207,360 --sampler ddpm --steps 250 --cfg-scale 4 --json tune.json
+"""
+
+CALIBRATE_EXAMPLES = """examples:
+  skipdit cache calibrate-teacache --model digits/DiT --sampler ddim --steps 50
+  skipdit sample --ckpt digits/DiT --sampler ddim --steps 50 \\
+      --cache "$(skipdit cache calibrate-teacache --ckpt digits/DiT --sampler ddim --steps 50 | tail -1)"
+"""
+
 
 def add_parser(sub) -> None:
-    cache = sub.add_parser("cache", help="inspect cache schedules")
+    cache = sub.add_parser("cache", help="plan, tune and calibrate cache schedules")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     p = cache_sub.add_parser(
         "plan", help="print the per-step plan of a cache spec", epilog=EXAMPLES,
@@ -29,6 +56,59 @@ def add_parser(sub) -> None:
     p.add_argument("--units", type=int, help="units L of the model (default: the preset's official model)")
     p.add_argument("--summary", action="store_true", help="print only the counts")
     p.set_defaults(run=run)
+
+    t = cache_sub.add_parser(
+        "tune", help="search the Skip-Cache schedule with the best fidelity at a target speed-up",
+        description="Rank Skip-Cache schedules (N, b, start, stop) that reach --target-speedup (ideal, from "
+        "the plan) by PSNR against the uncached run on a few seeds. The last line is the best spec.",
+        epilog=TUNE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_arguments(t)
+    add_sampling_arguments(t)
+    g = t.add_argument_group("search")
+    g.add_argument("--target-speedup", type=float, required=True, help="ideal speed-up to reach, e.g. 2.0")
+    g.add_argument("--tolerance", type=float, default=0.05,
+                   help="accept ideal speed-ups down to target x (1 - tolerance) (default 0.05)")
+    g.add_argument("--intervals", default="2-8", help="intervals N to try (default 2-8)")
+    g.add_argument("--branches", help="branch depths b to try (default 1..L/2, at most 4 values)")
+    g.add_argument("--max-candidates", type=int, default=24,
+                   help="most schedules to sample, those closest to the target first (default 24)")
+    g.add_argument("--top", type=int, default=10, help="rows of the printed table (default 10)")
+    g.add_argument("--json", help="write every evaluated row to this JSON file")
+    _add_runtime_arguments(t)
+    t.set_defaults(run=run_tune)
+
+    c = cache_sub.add_parser(
+        "calibrate-teacache", help="fit TeaCache's polynomial for a model",
+        description="Fit TeaCache's rescaling polynomial on uncached runs of a few seeds. The last line is a "
+        "ready teacache spec.", epilog=CALIBRATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_arguments(c)
+    add_sampling_arguments(c)
+    _set_default(c, "seeds", "0-3", "seeds, e.g. 0-3,10 (default 0-3)")
+    g = c.add_argument_group("fit")
+    g.add_argument("--degree", type=int, default=4, help="polynomial degree (default 4)")
+    g.add_argument("--threshold", type=float, default=0.1, help="threshold written into the spec (default 0.1)")
+    _add_runtime_arguments(c)
+    c.set_defaults(run=run_calibrate)
+
+
+def _add_runtime_arguments(p) -> None:
+    """The runtime flags of ``skipdit sample`` that ``sampling_settings`` reads."""
+    r = p.add_argument_group("runtime")
+    r.add_argument("--batch-size", type=int, help="samples per batch (default: all)")
+    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    r.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    r.add_argument("--compile", action="store_true", help="torch.compile each block")
+    r.add_argument("--no-progress", action="store_true")
+
+
+def _set_default(parser, dest: str, value: str, help: str) -> None:
+    """Change the default (and its help text) of an argument added by a shared helper."""
+    parser.set_defaults(**{dest: value})
+    for action in parser._actions:  # argparse has no public accessor for one action
+        if action.dest == dest:
+            action.help = help
 
 
 def run(args) -> int:
@@ -55,4 +135,67 @@ def run(args) -> int:
     print(f"{policy.spec()}  ({len(timesteps)} steps, respacing {respacing!r}, {units} units)")
     print(f"full {stats.full_steps} / cached {stats.cached_steps}; unit evaluations {stats.unit_evals} "
           f"of {stats.steps * units}; ideal speed-up {stats.ideal_speedup:.2f}x")
+    return 0
+
+
+def _load(args):
+    """Model and ``generate()`` settings as ``skipdit sample`` makes them, for the calibration seeds.
+    ``--model`` may name a built-in model (``digits/Skip-DiT``) as a short form of ``--ckpt``."""
+    if args.cache is not None:
+        raise ValueError(f"--cache is not used by cache {args.cache_command}")
+    if args.task == "t2i" or args.model_dir:
+        raise ValueError(f"cache {args.cache_command} runs skipdit's own models (c2i, c2v, t2v), not --model-dir")
+    if args.model in BUILTIN_MODELS and not args.ckpt and not args.random_weights:
+        args.ckpt, args.model = args.model, None
+    seeds = parse_int_list(args.seeds, "seeds")
+    model, vae, encoder, task = build(args)
+    settings = sampling_settings(args, model, vae, encoder, task, len(seeds))
+    return model, seeds, settings
+
+
+def run_tune(args) -> int:
+    for name in ("max_candidates", "top"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    intervals = parse_int_list(args.intervals, "intervals")
+    branches = parse_int_list(args.branches, "branches") if args.branches else None
+    model, seeds, settings = _load(args)
+    progress = settings.pop("progress")
+    result = tune(model, args.target_speedup, seeds, intervals=intervals, branches=branches,
+                  tolerance=args.tolerance, max_candidates=args.max_candidates, progress=progress, **settings)
+    evaluated = len(result.candidates)
+    floor = args.target_speedup * (1 - args.tolerance)
+    print(f"{result.considered} schedules; {result.reachable} distinct plans reach {floor:.2f}x ideal "
+          f"({result.duplicates} duplicate plans dropped); {evaluated} sampled on {len(seeds)} seeds "
+          f"({settings['sampler']}, {settings['steps']} steps)")
+    print(f"{'rank':>4}  {'spec':<36} {'ideal':>6} {'measured':>8} {'PSNR':>7} {'SSIM':>6}")
+    for rank, cand in enumerate(result.candidates[:args.top], 1):
+        score = "-" if cand.ssim is None else f"{cand.ssim:.4f}"
+        print(f"{rank:>4}  {cand.spec:<36} {cand.ideal_speedup:>5.2f}x {cand.measured_speedup:>7.2f}x "
+              f"{cand.psnr:>7.2f} {score:>6}")
+    best = result.best
+    print(f"best: ideal {best.ideal_speedup:.2f}x, measured {result.measured_speedup:.2f}x "
+          f"(uncached {result.uncached_seconds:.2f}s, cached {best.seconds:.2f}s), PSNR {best.psnr:.2f} dB")
+    if args.json:
+        report = {"target_speedup": args.target_speedup, "tolerance": args.tolerance, "seeds": seeds,
+                  "sampler": settings["sampler"], "steps": settings["steps"], "respacing": settings["respacing"],
+                  "uncached_seconds": result.uncached_seconds, "considered": result.considered,
+                  "reachable": result.reachable, "duplicates": result.duplicates,
+                  "best": best.spec, "rows": [c.row() for c in result.candidates]}
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    print(best.spec)
+    return 0
+
+
+def run_calibrate(args) -> int:
+    if args.degree < 1:
+        raise ValueError(f"--degree must be >= 1, got {args.degree}")
+    if args.threshold < 0:
+        raise ValueError(f"--threshold must be >= 0, got {args.threshold}")
+    model, seeds, settings = _load(args)
+    coefficients, fit = calibrate(model, seeds, degree=args.degree, **settings)
+    print(f"fit on {fit['pairs']} step pairs ({len(seeds)} seeds, {settings['sampler']}, {settings['steps']} "
+          f"steps): R² = {fit['r2']:.4f}")
+    print("coefficients (highest degree first): " + ", ".join(f"{c:.6g}" for c in coefficients))
+    print(TeaCache(threshold=args.threshold, coefficients=coefficients).spec())
     return 0

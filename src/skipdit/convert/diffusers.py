@@ -127,4 +127,5 @@ def build_diffusers_dit(model: DiT, *, exact: bool = True):
     if exact:
         for block in target.transformer_blocks:
             block.norm1.emb.time_proj.downscale_freq_shift = 0
-    return target.to(next(model.parameters()).dtype).eval()
+    dtype = next(model.parameters()).dtype
+    return (target if dtype == torch.float32 else target.to(dtype)).eval()

@@ -1,0 +1,346 @@
+"""The comparison behind ``skipdit bench``: every cache on the same models, seeds and sampler.
+
+For each method the harness runs, in one process:
+
+* a *counted* run (untimed): the samples for fidelity, the MACs the run executed (torch's FLOP counter,
+  attention through the math kernel so it is counted; MACs = FLOPs / 2), and the features entering the
+  output layer at every step, compared with the uncached run's (the paper's Figure 1a);
+* ``repeats`` *timed* runs, each right after a timed uncached run of the same model, so slow drifts of
+  the machine hit both; the measured speed-up is the ratio of the medians.
+
+Fidelity is against the uncached output of the model the method runs on: PSNR, SSIM, LPIPS (with local
+weights), and for the digits models the evaluator's accuracy and FDD. The ideal speed-up is uncached
+MACs / cached MACs, which counts what sublayer caches (FORA, PAB, T-GATE) and data-dependent ones
+(TeaCache, First-Block-Cache, adaptive) really skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from ..cache import TeaCache, parse_cache
+from ..cache.skip_cache import PRESETS as SKIP_PRESETS
+from ..cache.teacache import calibrate as teacache_calibrate
+from ..metrics import psnr, ssim
+from ..metrics.fidelity import SSIM_WINDOW
+from ..sampling import Generation, generate
+
+
+class NotApplicable(Exception):
+    """The method cannot act on this model (Δ-DiT on long skips, T-GATE without text ...), or a diffusers
+    hook silently did nothing (peers §2.5): the bench lists it with the reason instead of a row."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row: ``spec`` (our cache) or ``diffusers`` (a diffusers peer: method name and options) on
+    the ``model`` or the ``baseline`` model. ``family`` groups the settings of one method in the plots."""
+
+    family: str
+    setting: str
+    on: str = "baseline"
+    spec: str | None = None
+    diffusers: tuple[str, tuple[tuple[str, object], ...]] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} ({self.setting})"
+
+
+# Settings swept per family: the method, where it runs ("model" = the skip model), its specs.
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "skip": ("Skip-Cache", "model", ("skip:N=2", "skip:N=3", "skip:N=4", "skip:N=5")),
+    "adaptive": ("Adaptive Skip-Cache", "model",
+                 ("adaptive:threshold=0.02,max=4", "adaptive:threshold=0.05,max=6", "adaptive:threshold=0.1,max=8")),
+    "fora": ("FORA", "baseline", ("fora:N=2", "fora:N=3", "fora:N=4")),
+    "delta": ("Δ-DiT", "baseline", ("delta:N=2", "delta:N=3")),
+    "deepcache": ("DeepCache-style", "baseline", ("deepcache:N=2,b=1", "deepcache:N=3,b=1", "deepcache:N=2,b=2")),
+    "pab": ("PAB", "baseline", ("pab:spatial=2,temporal=3,cross=6", "pab:spatial=3,temporal=4,cross=8",
+                                "pab:spatial=4,temporal=6,cross=10,mlp=4")),
+    "tgate": ("T-GATE", "baseline", ("tgate:gate={quarter}", "tgate:gate={half}")),
+    "teacache": ("TeaCache", "baseline", ("teacache:threshold=0.05", "teacache:threshold=0.1",
+                                          "teacache:threshold=0.2")),
+    "fbc": ("First-Block-Cache", "baseline", ("fbc:threshold=0.05", "fbc:threshold=0.1", "fbc:threshold=0.2")),
+}
+# diffusers' hooks (skipdit.bench.diffusers_peers), on the baseline model only: diffusers has no long skips.
+DIFFUSERS: dict[str, tuple[str, tuple[dict, ...]]] = {
+    "hf-pab": ("diffusers PAB", ({}, {"spatial_attention_block_skip_range": 3})),
+    "hf-fbc": ("diffusers FBC", ({"threshold": 0.05}, {"threshold": 0.1})),
+    "hf-magcache": ("diffusers MagCache", ({"threshold": 0.06}, {"threshold": 0.12})),
+    "hf-fastercache": ("diffusers FasterCache", ({},)),
+}
+
+
+def select_methods(names: str, steps: int) -> list[Method]:
+    """``"all"``, family names (``"skip,fora,hf-pab"``) or explicit specs (``"fora:N=5"``, run on the
+    baseline model; ``skip:`` / ``adaptive:`` / preset specs on the model), comma-separated."""
+    chosen = list(FAMILIES) + list(DIFFUSERS) if names.strip() == "all" else _split(names)
+    methods = []
+    for name in chosen:
+        if name in FAMILIES:
+            family, on, specs = FAMILIES[name]
+            for spec in specs:
+                spec = spec.format(quarter=max(1, steps // 4), half=max(1, steps // 2))
+                methods.append(Method(family, spec.partition(":")[2], on, spec))
+        elif name in DIFFUSERS:
+            family, settings = DIFFUSERS[name]
+            for options in settings:
+                shown = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+                methods.append(Method(family, shown, "baseline", None, (name[3:], tuple(options.items()))))
+        else:
+            policy = parse_cache(name)  # a spec: fails with the list of families if malformed
+            if policy is None:
+                raise ValueError(f"--caches {name!r}: nothing to compare ('none' is always the reference)")
+            family = "skip" if policy.family in SKIP_PRESETS else policy.family
+            shown, on, _ = FAMILIES.get(family, (family, "baseline", ()))
+            methods.append(Method(shown, name.partition(":")[2] or "defaults", on, name))
+    return methods
+
+
+def _split(names: str) -> list[str]:
+    """Comma-separated items; commas inside a spec's arguments stay with it (``fora:N=2,start=900``)."""
+    items: list[str] = []
+    for part in (p.strip() for p in names.split(",")):
+        if not part:
+            continue
+        if items and ":" in items[-1] and "=" in part and ":" not in part:
+            items[-1] += "," + part
+        else:
+            items.append(part)
+    return items
+
+
+@dataclass
+class Row:
+    method: str
+    family: str
+    setting: str
+    model: str
+    measured: float | None = None
+    ideal: float | None = None
+    macs_per_sample: float | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    lpips: float | None = None
+    accuracy: float | None = None
+    fdd: float | None = None
+    full_steps: int | None = None
+    cached_steps: int | None = None
+    reused: str = ""
+    similarity: list[float] = field(default_factory=list)  # per step: cosine of output-layer features
+
+
+@dataclass
+class Counted:
+    """A counted run: its samples, MACs and the features entering the output layer at each step."""
+
+    out: Generation
+    macs: float
+    features: list[torch.Tensor]
+
+
+@contextmanager
+def _features_entering_head(model, into: list[torch.Tensor]):
+    """Record the hidden state entering the output layer (``final_layer`` / ``norm_out``) at each call."""
+    target = getattr(model, "final_layer", None) or getattr(model, "norm_out", None)
+    if target is None:
+        yield
+        return
+    handle = target.register_forward_pre_hook(lambda _m, args: into.append(args[0].detach().float().cpu()))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def counted_run(model, run: Callable[[], Generation], *, features: bool = True) -> Counted:
+    """``run()`` under the FLOP counter (attention through the math kernel, so it is counted)."""
+    recorded: list[torch.Tensor] = []
+    recorder = _features_entering_head(getattr(model, "transformer", model), recorded) if features \
+        else _nothing()
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), recorder:
+        out = run()
+    return Counted(out, counter.get_total_flops() / 2, recorded)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def step_similarity(reference: list[torch.Tensor], cached: list[torch.Tensor]) -> list[float]:
+    """Mean cosine similarity (over samples, of flattened features) at each step; empty if the runs
+    recorded different numbers of calls."""
+    if not reference or len(reference) != len(cached):
+        return []
+    return [F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1).mean().item() for a, b in zip(reference, cached)]
+
+
+@dataclass
+class Bench:
+    """Everything one comparison needs: the two models, the sampling settings shared by every run,
+    the fidelity extras, and the timing protocol."""
+
+    models: dict[str, object]  # "model" / "baseline" -> model
+    names: dict[str, str]  # the same keys -> display names
+    seeds: Sequence[int]
+    settings: dict  # generate() keyword arguments (labels / prompts, sampler, steps, cfg ...)
+    repeats: int = 2
+    evaluator: object | None = None  # DigitsEvaluator for digits models
+    lpips_model: object | None = None
+    progress: bool = True
+    references: dict[str, Counted] = field(default_factory=dict)
+
+    def reference(self, on: str) -> Counted:
+        if on not in self.references:
+            model = self.models[on]
+            generate(model, list(self.seeds)[:1], **self._warm())  # warm-up: allocators, kernels
+            self.references[on] = counted_run(model, lambda: generate(model, self.seeds, **self.settings))
+        return self.references[on]
+
+    def _warm(self) -> dict:
+        warm = {**self.settings, "steps": 2, "respacing": None}
+        for key in ("labels", "prompts"):
+            if isinstance(warm.get(key), list):
+                warm[key] = warm[key][:1]
+        return warm
+
+    def run(self, method: Method, prepare: Callable[[Method, object], tuple[object, object]]) -> Row:
+        """One row. ``prepare(method, model)`` gives the module to sample with and its cache spec."""
+        on = method.on if method.on in self.models else "model"
+        model = self.models[on]
+        try:
+            sampler, cache = prepare(method, model)
+            if cache is not None:
+                cache.check_model(model)
+        except (ValueError, ImportError) as err:
+            raise NotApplicable(str(err).splitlines()[0]) from err
+        ref = self.reference(on)
+        counted = counted_run(sampler, lambda: generate(sampler, self.seeds, cache=cache, **self.settings))
+        times, ref_times = [], []
+        for _ in range(self.repeats):
+            ref_times.append(generate(model, self.seeds, **self.settings).seconds)
+            times.append(generate(sampler, self.seeds, cache=cache, **self.settings).seconds)
+        out, base = counted.out, ref.out
+        row = Row(method.label, method.family, method.setting, self.names[on],
+                  measured=statistics.median(ref_times) / statistics.median(times),
+                  ideal=ref.macs / counted.macs if counted.macs else None,
+                  macs_per_sample=counted.macs / len(self.seeds),
+                  psnr=_mean(psnr(out.images, base.images)), ssim=_ssim(out.images, base.images),
+                  full_steps=out.stats.full_steps, cached_steps=out.stats.cached_steps,
+                  reused=", ".join(out.stats.reused), similarity=step_similarity(ref.features, counted.features))
+        if hasattr(sampler, "report"):  # a diffusers peer: what its hooks reused
+            if not sampler.engaged:
+                raise NotApplicable(f"the diffusers hook never engaged here ({sampler.report().summary()})")
+            row.reused = sampler.report().summary()
+            row.full_steps = row.cached_steps = None  # the hooks decide per block, not per step
+        self._quality(row, out)
+        return row
+
+    def uncached_row(self, on: str) -> Row:
+        ref = self.reference(on)
+        row = Row(f"{self.names[on]} uncached", "none", "—", self.names[on], measured=1.0, ideal=1.0,
+                  macs_per_sample=ref.macs / len(self.seeds), full_steps=ref.out.stats.full_steps, cached_steps=0)
+        self._quality(row, ref.out)
+        return row
+
+    def _quality(self, row: Row, out: Generation) -> None:
+        if self.lpips_model is not None:
+            from ..metrics import lpips
+
+            base = self.references[_key_of(self.names, row.model)].out
+            row.lpips = _mean(lpips(_upsampled(out.images, self.lpips_model.min_size),
+                                    _upsampled(base.images, self.lpips_model.min_size), self.lpips_model))
+        if self.evaluator is not None and out.labels is not None:
+            scores = self.evaluator.evaluate(out.images, out.labels)
+            row.accuracy, row.fdd = scores.get("accuracy"), scores.get("fdd")
+
+
+def _key_of(names: dict[str, str], name: str) -> str:
+    return next(key for key, value in names.items() if value == name)
+
+
+def _upsampled(images: torch.Tensor, min_size: int) -> torch.Tensor:
+    """uint8 (N, [F,] H, W, C) images bilinearly enlarged so the short side is at least ``min_size``
+    (LPIPS's AlexNet needs 31 px; the built-in digits are 16 px)."""
+    h, w = images.shape[-3:-1]
+    if min(h, w) >= min_size:
+        return images
+    scale = -(-min_size // min(h, w))
+    x = images.flatten(0, images.dim() - 4).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return x.reshape(*images.shape[:-3], *x.shape[1:])
+
+
+def _ssim(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Mean SSIM, or None for images smaller than its 11x11 window."""
+    return _mean(ssim(a, b)) if min(a.shape[-3:-1]) >= SSIM_WINDOW else None
+
+
+def _mean(values: torch.Tensor) -> float:
+    return values.double().mean().item()
+
+
+def run_bench(bench: Bench, methods: Sequence[Method], prepare) -> tuple[list[Row], list[dict]]:
+    """Rows (uncached references first) and the methods that could not run here, with the reason."""
+    rows = [bench.uncached_row(on) for on in bench.models]
+    skipped = []
+    for method in tqdm(methods, desc="bench", disable=not bench.progress):
+        try:
+            rows.append(bench.run(method, prepare))
+        except NotApplicable as err:
+            skipped.append({"method": method.label, "reason": str(err)})
+    return rows, skipped
+
+
+def rows_as_dicts(rows: Sequence[Row]) -> list[dict]:
+    return [asdict(row) for row in rows]
+
+
+class Preparer:
+    """Turns a :class:`Method` into (module to sample with, cache policy). Fits what a method needs per
+    model on its own calibration seeds, never the evaluation seeds: TeaCache's polynomial (when the spec
+    gives none) and MagCache's ratios."""
+
+    def __init__(self, settings: dict, calibration_seeds: Sequence[int]):
+        self.settings, self.seeds = settings, list(calibration_seeds)
+        self._fits: dict[tuple[str, int], object] = {}
+
+    def __call__(self, method: Method, model):
+        if method.diffusers is not None:
+            from .diffusers_peers import DiffusersPeer
+
+            name, options = method.diffusers[0], dict(method.diffusers[1])
+            if name == "magcache":
+                options.setdefault("mag_ratios", self._fit("magcache", model))
+            return DiffusersPeer(model, name, **options), None
+        policy = parse_cache(method.spec)
+        if isinstance(policy, TeaCache) and "coef=" not in method.spec:
+            policy = dataclasses.replace(policy, coefficients=self._fit("teacache", model))
+        return model, policy
+
+    def _fit(self, what: str, model):
+        key = (what, id(model))
+        if key not in self._fits:
+            conditions = {k: v for k, v in self.settings.items()}
+            for name in ("labels", "prompts"):  # the calibration seeds get conditions the same way
+                if isinstance(conditions.get(name), list):
+                    conditions[name] = [conditions[name][k % len(conditions[name])] for k in range(len(self.seeds))]
+            if what == "teacache":
+                self._fits[key] = teacache_calibrate(model, self.seeds, **conditions)[0]
+            else:
+                from .diffusers_peers import calibrate_magcache
+
+                self._fits[key] = calibrate_magcache(model, self.seeds, **conditions)
+        return self._fits[key]

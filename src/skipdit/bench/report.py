@@ -1,0 +1,96 @@
+"""What ``skipdit bench`` writes: the markdown table, the Pareto plot of speed-up against PSNR (the
+paper's Figure 1c) and the per-step feature similarity (Figure 1a)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .harness import Row
+
+# Figure 1a compares Skip-DiT + Skip-Cache with vanilla DiT + FORA and + DeepCache-style, at the same N.
+SIMILARITY_METHODS = (("Skip-Cache", "N=3"), ("FORA", "N=3"), ("DeepCache-style", "N=3,b=1"))
+
+
+def _fmt(value, pattern: str) -> str:
+    return "—" if value is None else pattern.format(value)
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    lines = ["| method | model | measured speed-up | ideal (MACs) | PSNR (dB) | SSIM | LPIPS | accuracy | FDD "
+             "| full / cached steps |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r.method} | {r.model} | {_fmt(r.measured, '{:.2f}×')} | {_fmt(r.ideal, '{:.2f}×')} "
+            f"| {_fmt(r.psnr, '{:.1f}')} | {_fmt(r.ssim, '{:.4f}')} | {_fmt(r.lpips, '{:.4f}')} "
+            f"| {_fmt(r.accuracy, '{:.1%}')} | {_fmt(r.fdd, '{:.1f}')} "
+            f"| {'—' if r.full_steps is None else f'{r.full_steps} / {r.cached_steps}'} |")
+    return "\n".join(lines)
+
+
+def headline(rows: Sequence[Row], skip_family: str = "Skip-Cache", tolerance: float = 0.1) -> str | None:
+    """The fidelity gap at equal speed-up: each Skip-Cache setting against the best peer row whose
+    measured speed-up is at least the Skip-Cache row's minus ``tolerance``."""
+    ours = [r for r in rows if r.family == skip_family and r.psnr is not None]
+    peers = [r for r in rows if r.family not in (skip_family, "none", "Adaptive Skip-Cache") and r.psnr is not None]
+    lines = []
+    for r in sorted(ours, key=lambda r: r.measured):
+        rivals = [p for p in peers if p.measured >= r.measured - tolerance]
+        if not rivals:
+            lines.append(f"{r.method} at {r.measured:.2f}×: {r.psnr:.1f} dB; no peer reaches this speed-up")
+            continue
+        best = max(rivals, key=lambda p: p.psnr)
+        lines.append(f"{r.method} at {r.measured:.2f}×: {r.psnr:.1f} dB vs the best peer at ≥ "
+                     f"{r.measured - tolerance:.2f}×, {best.method} on {best.model} ({best.measured:.2f}×): "
+                     f"{best.psnr:.1f} dB, a gap of {r.psnr - best.psnr:+.1f} dB")
+    return "\n".join(lines) or None
+
+
+def pareto_plot(rows: Sequence[Row], path: str | Path, x: str = "measured") -> None:
+    """PSNR against speed-up, one line per method (Figure 1c)."""
+    fig = _figure((7, 4.5))
+    ax = fig.subplots()
+    families: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.family != "none" and r.psnr is not None and getattr(r, x) is not None:
+            families.setdefault(r.family, []).append(r)
+    for family, members in families.items():
+        members.sort(key=lambda r: getattr(r, x))
+        style = dict(linewidth=2.5, markersize=8, zorder=3) if family == "Skip-Cache" else dict(alpha=0.85)
+        ax.plot([getattr(r, x) for r in members], [r.psnr for r in members], "o-", label=family, **style)
+    ax.set_xlabel(f"{'measured' if x == 'measured' else 'ideal (MACs)'} speed-up over uncached (×)")
+    ax.set_ylabel("PSNR vs uncached (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def similarity_plot(rows: Sequence[Row], path: str | Path) -> list[str]:
+    """Per-step cosine similarity of output-layer features, cached vs uncached (Figure 1a). Returns the
+    rows drawn."""
+    fig = _figure((7, 4))
+    ax = fig.subplots()
+    drawn = []
+    for family, setting in SIMILARITY_METHODS:
+        row = next((r for r in rows if r.family == family and r.setting == setting and r.similarity), None)
+        if row is None:
+            continue
+        ax.plot(range(len(row.similarity)), row.similarity, label=f"{row.method} on {row.model}")
+        drawn.append(row.method)
+    ax.set_xlabel("denoising step (t = T … 0)")
+    ax.set_ylabel("cosine similarity to uncached")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return drawn
+
+
+def _figure(size: tuple[float, float]):
+    try:
+        from matplotlib.figure import Figure  # the object API: no pyplot, no global backend
+    except ImportError as err:
+        raise ImportError("the bench plots need matplotlib: pip install 'skipdit[plots]'") from err
+    return Figure(figsize=size)

@@ -1,0 +1,190 @@
+"""Search the Skip-Cache schedule (interval N, branch b, start and stop windows) for the best fidelity at a
+target speed-up: ``skipdit cache tune``.
+
+The search is cheap where it can be. Every candidate's ideal speed-up comes from its plan over the run's
+timesteps (no model call); candidates below the target are dropped, and specs that give the same step
+plan on this sampler are run once. Only the survivors are sampled on the calibration seeds and ranked
+by PSNR against the uncached run (SSIM breaks ties), the fidelity convention of reference §E.1.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .base import CacheStats, StepPlan
+from .skip_cache import PRESETS, SkipCache
+
+DEFAULT_STARTS: tuple[int | None, ...] = (None, 900, 800, 700)
+DEFAULT_STOPS: tuple[int | None, ...] = (None, 50, 20)
+MAX_DEFAULT_BRANCHES = 4
+
+
+@dataclass(frozen=True)
+class TuneCandidate:
+    """One evaluated schedule. ``psnr`` and ``ssim`` are means over the calibration seeds (``ssim`` is
+    ``None`` for images smaller than its 11-pixel window); ``measured_speedup`` is uncached ÷ cached time."""
+
+    spec: str
+    policy: SkipCache
+    ideal_speedup: float
+    full_steps: int
+    cached_steps: int
+    psnr: float
+    ssim: float | None
+    seconds: float
+    measured_speedup: float
+
+    def row(self) -> dict:
+        """A JSON-ready row (an infinite PSNR, i.e. identical images, becomes ``None``)."""
+        return dict(spec=self.spec, ideal_speedup=self.ideal_speedup, measured_speedup=self.measured_speedup,
+                    psnr=self.psnr if math.isfinite(self.psnr) else None, ssim=self.ssim,
+                    full_steps=self.full_steps, cached_steps=self.cached_steps, seconds=self.seconds)
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The candidates ranked best first, and the counts of the search that led to them."""
+
+    target_speedup: float
+    candidates: list[TuneCandidate]
+    uncached_seconds: float
+    considered: int  # specs enumerated
+    reachable: int  # distinct plans at or above the target (within the tolerance)
+    duplicates: int  # reachable specs dropped because an earlier spec has the same plan
+    seeds: list[int] = field(default_factory=list)
+
+    @property
+    def best(self) -> TuneCandidate:
+        return self.candidates[0]
+
+    @property
+    def measured_speedup(self) -> float:
+        """The best candidate's measured speed-up (uncached time ÷ its time, in one process)."""
+        return self.best.measured_speedup
+
+
+def tune(
+    model, target_speedup: float, seeds: Sequence[int], *, family: str = "skip",
+    intervals: Iterable[int] = range(2, 9), branches: Iterable[int] | None = None,
+    starts: Iterable[int | None] = DEFAULT_STARTS, stops: Iterable[int | None] = DEFAULT_STOPS,
+    tolerance: float = 0.05, max_candidates: int = 24, progress: bool = True, **generate_kwargs,
+) -> TuneResult:
+    """The Skip-Cache schedule of ``model`` with the best fidelity at ``target_speedup``.
+
+    Candidates are every combination of ``intervals`` (N), ``branches`` (b; default 1..L//2, at most four),
+    ``starts`` and ``stops`` (``None``: no window). Those whose ideal speed-up is at least
+    ``target_speedup * (1 - tolerance)`` are deduplicated by step plan; the ``max_candidates`` closest to
+    the target are sampled on ``seeds`` with ``generate(**generate_kwargs)`` (labels or prompts, sampler,
+    steps, guidance ...) and ranked by mean PSNR against the uncached run, then SSIM.
+    """
+    from ..metrics.fidelity import SSIM_WINDOW, psnr, ssim
+    from ..sampling import generate
+
+    if not getattr(model, "has_long_skips", False):
+        raise ValueError("cache tune searches Skip-Cache schedules, which need a model with long skips "
+                         "(a -skip preset); for a vanilla DiT use a peer cache")
+    if family not in PRESETS:
+        raise ValueError(f"unknown Skip-Cache family {family!r}; valid: {', '.join(PRESETS)}")
+    if not target_speedup >= 1:
+        raise ValueError(f"target speed-up must be >= 1, got {target_speedup}")
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+    if max_candidates < 1:
+        raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
+    for key in ("cache", "seeds"):
+        if key in generate_kwargs:
+            raise ValueError(f"tune sets generate()'s {key!r} itself; do not pass it")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("no calibration seeds given")
+
+    units = model.num_units
+    timesteps = _timesteps(generate_kwargs)
+    policies = _enumerate(family, units, intervals, branches, starts, stops)
+    plans = [(policy, policy.plan(timesteps, units)) for policy in policies]
+    ideal = {policy: CacheStats.from_plan(plan, units).ideal_speedup for policy, plan in plans}
+    floor = target_speedup * (1 - tolerance)
+    reaching = [(policy, plan) for policy, plan in plans if ideal[policy] >= floor]
+    if not reaching:
+        highest = max(ideal.values())
+        raise ValueError(f"no Skip-Cache schedule reaches {target_speedup:g}x on {len(timesteps)} steps "
+                         f"with these ranges; the highest ideal speed-up available is {highest:.2f}x")
+    distinct = _dedupe(reaching)
+    shortlist = sorted(distinct, key=lambda p: abs(ideal[p] - target_speedup))[:max_candidates]
+
+    settings = {**generate_kwargs, "progress": False}
+    _warm_up(model, seeds[0], generate, settings)  # so the timed uncached run pays no first-call costs
+    base = generate(model, seeds, **settings)
+    window_fits = min(base.images.shape[-3:-1]) >= SSIM_WINDOW
+    evaluated = []
+    for policy in _progress(shortlist, progress):
+        run = generate(model, seeds, cache=policy, **settings)
+        stats = run.stats
+        evaluated.append(TuneCandidate(
+            policy.spec(), policy, stats.ideal_speedup, stats.full_steps, stats.cached_steps,
+            float(psnr(run.images, base.images).mean()),
+            float(ssim(run.images, base.images).mean()) if window_fits else None,
+            run.seconds, base.seconds / run.seconds if run.seconds > 0 else math.inf,
+        ))
+    evaluated.sort(key=lambda c: (-c.psnr, -(c.ssim if c.ssim is not None else 0.0), -c.ideal_speedup))
+    return TuneResult(target_speedup, evaluated, base.seconds, len(policies), len(distinct),
+                      len(reaching) - len(distinct), seeds)
+
+
+def _enumerate(family: str, units: int, intervals, branches, starts, stops) -> list[SkipCache]:
+    """Every (N, b, start, stop) combination as a policy, in the order given (the first spec of a plan wins)."""
+    intervals, starts, stops = list(intervals), list(starts), list(stops)
+    limit = units // 2
+    branches = list(range(1, min(limit, MAX_DEFAULT_BRANCHES) + 1)) if branches is None else list(branches)
+    bad = [b for b in branches if not 1 <= b <= limit]
+    if bad:
+        raise ValueError(f"branch b={bad[0]} is out of range: a model of {units} units takes b in 1..{limit}")
+    if not (intervals and branches and starts and stops):
+        raise ValueError("intervals, branches, starts and stops must each give at least one value")
+    inclusive = PRESETS[family]["stop_inclusive"]
+    return [SkipCache(n, b, start, stop, stop_inclusive=inclusive, family=family)
+            for n, b, start, stop in itertools.product(intervals, branches, starts, stops)]
+
+
+def _dedupe(candidates: list[tuple[SkipCache, list[StepPlan]]]) -> list[SkipCache]:
+    """One policy per distinct step plan. On 10 steps (t = 999, 888, ..., 0), for example, ``start=900``
+    plans as no start (only the first step, always full, has t >= 900) and ``stop=50`` as no stop (only
+    the last step has t <= 50, and a reset after it changes nothing)."""
+    seen: set[tuple] = set()
+    kept = []
+    for policy, plan in candidates:
+        key = tuple((step.full, step.units) for step in plan)
+        if key not in seen:
+            seen.add(key)
+            kept.append(policy)
+    return kept
+
+
+def _timesteps(generate_kwargs: dict) -> list[int]:
+    """The timesteps ``generate`` will sample, from its own defaults for what is not given."""
+    from ..diffusion import GaussianDiffusion
+    from ..sampling import generate
+
+    defaults = inspect.signature(generate).parameters
+    steps = generate_kwargs.get("steps", defaults["steps"].default)
+    respacing = generate_kwargs.get("respacing") or str(steps)
+    return GaussianDiffusion.create(respacing).sampling_timesteps()
+
+
+def _warm_up(model, seed: int, generate, settings: dict) -> None:
+    """A two-step run on one seed: kernels, allocators and lazy initialisation before the first timing."""
+    labels = settings.get("labels")
+    first = labels[:1] if isinstance(labels, (list, tuple)) else labels
+    generate(model, [seed], **{**settings, "respacing": "2", "labels": first})
+
+
+def _progress(items: list, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc="cache tune", unit="candidate")

@@ -1,0 +1,138 @@
+"""``skipdit bench``: Skip-Cache and every peer cache on the same models, seeds and sampler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..bench.harness import DIFFUSERS, FAMILIES, Bench, Preparer, rows_as_dicts, run_bench, select_methods
+from ..bench.report import headline, markdown_table, pareto_plot, similarity_plot
+from ..convert import load
+from ..io import atomic_write, parse_int_list
+
+EXAMPLES = """examples:
+  skipdit bench --model digits/Skip-DiT --baseline-model digits/DiT --caches all --seeds 0-63 --out bench/
+  skipdit bench --model digits/Skip-DiT --baseline-model digits/DiT --caches skip,fora,fbc,hf-pab
+  skipdit bench --model moving-digits/Latte-T2V-skip --caches skip:N=2,tgate,pab --prompt "the digit 3 moves up"
+
+Writes bench.md (the table), bench.json (every row), pareto.png (PSNR against the measured speed-up,
+the paper's Figure 1c) and similarity.png (per-step feature similarity, Figure 1a) into --out.
+Methods that do not apply to a model (Δ-DiT on a skip model, T-GATE without text) are listed, not run.
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="compare Skip-Cache with the peer caches (speed-up, PSNR, SSIM, LPIPS ...)",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="digits/Skip-DiT", help="the Skip-DiT model: built-in name or checkpoint")
+    p.add_argument("--baseline-model", help="the vanilla model the peers run on (default: the --model itself)")
+    p.add_argument("--caches", default="all", help=f"'all', families ({', '.join([*FAMILIES, *DIFFUSERS])}) or "
+                   "specs such as fora:N=5, comma-separated")
+    p.add_argument("--seeds", default="0-63", help="evaluation seeds (default 0-63)")
+    p.add_argument("--calibration-seeds", default="1000-1003",
+                   help="seeds for TeaCache's and MagCache's fits, apart from the evaluation seeds")
+    p.add_argument("--class-labels", help="labels cycled over the seeds (default: seed mod classes)")
+    p.add_argument("--prompt", action="append", help="text models: prompts cycled over the seeds")
+    p.add_argument("--text-encoder", help="text models: 'minilm' or a local folder (default: the model's)")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--cfg-scale", type=float, default=4.0)
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per method, each after a timed uncached run")
+    p.add_argument("--lpips-backbone", help="LPIPS: torchvision's AlexNet / VGG16 ImageNet weights (.pth)")
+    p.add_argument("--lpips-heads", help="LPIPS: the lpips package's linear heads for that net (alex.pth / vgg.pth)")
+    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
+    p.add_argument("--flops", action="store_true", help="also print the MACs per sample of every run")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default="bench-out", help="output folder (default bench-out/)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    seeds = parse_int_list(args.seeds, "seeds")
+    calibration = parse_int_list(args.calibration_seeds, "calibration seeds")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if set(seeds) & set(calibration):
+        raise ValueError("--calibration-seeds must not overlap --seeds (fits are made apart from the evaluation)")
+    if bool(args.lpips_backbone) != bool(args.lpips_heads):
+        raise ValueError("LPIPS needs both --lpips-backbone and --lpips-heads")
+    methods = select_methods(args.caches, args.steps)
+    models = {"model": load(args.model).to(args.device)}
+    names = {"model": args.model}
+    if args.baseline_model:
+        models["baseline"] = load(args.baseline_model).to(args.device)
+        names["baseline"] = args.baseline_model
+        if models["baseline"].conditioning != models["model"].conditioning:
+            raise ValueError("--model and --baseline-model must take the same conditioning")
+    settings = _settings(args, models["model"], len(seeds))
+    bench = Bench(models, names, seeds, settings, repeats=args.repeats, evaluator=_evaluator(models["model"]),
+                  lpips_model=_lpips(args), progress=not args.no_progress)
+    rows, skipped = run_bench(bench, methods, Preparer(settings, calibration))
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows)
+    summary = headline(rows)
+    context = (f"{len(seeds)} seeds, {args.sampler}-{args.steps}, cfg {settings['cfg_scale']}, {args.repeats} timed "
+               f"repeats, device {args.device}, torch {torch.__version__}")
+    text = f"{context}\n\n{table}\n"
+    if summary:
+        text += f"\n{summary}\n"
+    if skipped:
+        text += "\nNot run:\n" + "".join(f"- {s['method']}: {s['reason']}\n" for s in skipped)
+    payload = json.dumps({"context": context, "rows": rows_as_dicts(rows), "skipped": skipped}, indent=1)
+    atomic_write(out / "bench.md", lambda tmp: tmp.write_text(text))
+    atomic_write(out / "bench.json", lambda tmp: tmp.write_text(payload))
+    atomic_write(out / "pareto.png", lambda tmp: pareto_plot(rows, tmp))
+    drawn = []
+    atomic_write(out / "similarity.png", lambda tmp: drawn.extend(similarity_plot(rows, tmp)))
+    print(text)
+    if args.flops:
+        print("\n".join(f"{r.method}: {r.macs_per_sample / 1e9:.3f} GMACs per sample" for r in rows))
+    print(f"-> {out}/bench.md, bench.json, pareto.png, similarity.png ({', '.join(drawn) or 'no matching rows'})")
+    return 0
+
+
+def _settings(args, model, n: int) -> dict:
+    """generate() keyword arguments shared by every run."""
+    condition: dict = {}
+    if model.conditioning == "text":
+        from ..convert.checkpoint import stored_text_encoder
+        from ..text import load_text_encoder
+        from .sample_cmd import DEFAULT_PROMPT
+
+        spec = {"name": args.text_encoder} if args.text_encoder else stored_text_encoder(args.model) or {}
+        condition = dict(prompts=args.prompt or [DEFAULT_PROMPT],
+                         text_encoder=load_text_encoder(spec.get("name"), max_length=spec.get("max_length"),
+                                                        device=args.device))
+    elif args.prompt:
+        raise ValueError("--prompt is for text models")
+    elif getattr(model.config, "num_classes", 0):
+        given = parse_int_list(args.class_labels, "class labels") if args.class_labels \
+            else list(range(model.config.num_classes))
+        condition = dict(labels=[given[k % len(given)] for k in range(n)])
+    guided = bool(condition)
+    return dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale if guided else 1.0, **condition)
+
+
+def _evaluator(model):
+    """The digits evaluator, for models that make 16x16 grey images with 10 classes."""
+    config = model.config
+    if getattr(config, "num_classes", 0) == 10 and config.in_channels == 1 and config.input_size == 16 \
+            and model.conditioning == "class" and not hasattr(config, "num_frames"):
+        from ..metrics.digits import DigitsEvaluator
+
+        return DigitsEvaluator.load()
+    return None
+
+
+def _lpips(args):
+    if not args.lpips_backbone:
+        return None
+    from ..metrics.lpips import LPIPS
+
+    return LPIPS.load(args.lpips_backbone, args.lpips_heads, net=args.lpips_net)

@@ -1,0 +1,97 @@
+"""skipdit bench: the harness (counted and timed runs, fidelity, MACs), the report and the command."""
+
+import json
+
+import pytest
+import torch
+
+from skipdit import save
+from skipdit.bench.harness import Bench, Preparer, run_bench, select_methods, step_similarity
+from skipdit.bench.report import headline, markdown_table
+from skipdit.cli import main
+
+from .conftest import tiny_model
+
+SETTINGS = dict(labels=[1, 2, 3], sampler="ddim", steps=6, cfg_scale=2.0)
+
+
+def bench(**kw):
+    models = {"model": tiny_model(long_skip=True), "baseline": tiny_model(long_skip=False)}
+    return Bench(models, {"model": "skip", "baseline": "dit"}, [0, 1, 2], SETTINGS, repeats=1, progress=False, **kw)
+
+
+def test_rows_measure_fidelity_macs_and_steps_against_the_same_models_uncached_run():
+    b = bench()
+    methods = select_methods("skip:N=2,fora:N=2,deepcache:N=2,b=1,teacache:threshold=5", steps=6)
+    assert [m.on for m in methods] == ["model", "baseline", "baseline", "baseline"]
+    rows, skipped = run_bench(b, methods, Preparer(SETTINGS, [100, 101]))
+    assert not skipped
+    by = {r.method: r for r in rows}
+    assert by["skip uncached"].ideal == 1.0 and by["skip uncached"].psnr is None
+    skip = by["Skip-Cache (N=2)"]
+    # Skip-Cache N=2 on 4 units: 3 full steps of 4 units + 3 cached steps of 2 units -> MACs ratio just under 24/18
+    assert skip.full_steps == 3 and skip.cached_steps == 3
+    assert 1.2 < skip.ideal < 24 / 18 + 1e-6
+    assert skip.macs_per_sample < by["skip uncached"].macs_per_sample
+    fora = by["FORA (N=2)"]
+    assert fora.model == "dit" and fora.ideal > 1.3 and "attn" in fora.reused  # FORA's MACs drop, units do not
+    for row in (skip, fora, by["DeepCache-style (N=2,b=1)"]):
+        assert 0 < row.psnr < 200 and row.ssim is None  # 8x8 images: smaller than SSIM's window
+        assert len(row.similarity) == 6 and row.similarity[0] == pytest.approx(1.0, abs=1e-6)  # step 0 is full
+        assert min(row.similarity) < 1.0
+    assert by["TeaCache (threshold=5)"].cached_steps > 0  # fitted on its calibration seeds, then engaged
+
+
+def test_methods_that_do_not_apply_are_listed_with_the_reason():
+    rows, skipped = run_bench(bench(), select_methods("tgate,delta:N=2", steps=6), Preparer(SETTINGS, [100]))
+    reasons = {s["method"]: s["reason"] for s in skipped}
+    assert "text" in reasons["T-GATE (gate=1)"] and "text" in reasons["T-GATE (gate=3)"]
+    assert [r.method for r in rows][-1] == "Δ-DiT (N=2)"  # Δ-DiT runs on the vanilla baseline
+
+
+def test_select_methods_families_specs_and_errors():
+    all_methods = select_methods("all", steps=50)
+    families = {m.family for m in all_methods}
+    assert {"Skip-Cache", "FORA", "Δ-DiT", "DeepCache-style", "PAB", "T-GATE", "TeaCache", "First-Block-Cache",
+            "Adaptive Skip-Cache", "diffusers PAB", "diffusers FBC", "diffusers MagCache"} <= families
+    assert [m.spec for m in select_methods("fora:N=2,start=900,fbc", 50)][:1] == ["fora:N=2,start=900"]
+    with pytest.raises(ValueError, match="cache"):
+        select_methods("nonsense", 50)
+
+
+def test_step_similarity_and_headline():
+    a = [torch.ones(2, 3), torch.ones(2, 3)]
+    assert step_similarity(a, [torch.ones(2, 3), -torch.ones(2, 3)]) == pytest.approx([1.0, -1.0])
+    assert step_similarity(a, a[:1]) == []
+    from skipdit.bench.harness import Row
+
+    rows = [Row("Skip-Cache (N=2)", "Skip-Cache", "N=2", "s", measured=1.5, psnr=40.0),
+            Row("FORA (N=2)", "FORA", "N=2", "d", measured=1.45, psnr=35.0),
+            Row("PAB (x)", "PAB", "x", "d", measured=1.2, psnr=45.0)]
+    text = headline(rows)
+    assert "FORA (N=2)" in text and "+5.0 dB" in text and "PAB" not in text
+    assert markdown_table(rows).count("\n") == 4
+
+
+def test_bench_command_writes_table_json_and_both_figures(tmp_path, capsys):
+    model = save(tiny_model(long_skip=True, in_channels=1), tmp_path / "skip.safetensors")
+    baseline = save(tiny_model(long_skip=False, in_channels=1), tmp_path / "dit.safetensors")
+    out = tmp_path / "bench"
+    caches = "skip:N=3,fora:N=3,deepcache:N=3,b=1,hf-pab,hf-fbc"
+    code = main(["bench", "--model", str(model), "--baseline-model", str(baseline), "--caches", caches,
+                 "--seeds", "0-1", "--steps", "6", "--repeats", "1", "--out", str(out), "--no-progress", "--flops"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert {p.name for p in out.iterdir()} == {"bench.md", "bench.json", "pareto.png", "similarity.png"}
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [r["family"] for r in rows] == ["none", "none", "Skip-Cache", "FORA", "DeepCache-style", "diffusers PAB",
+                                           "diffusers PAB"]
+    assert "diffusers FBC (threshold=0.05): the diffusers hook never engaged" in (out / "bench.md").read_text()
+    assert "GMACs per sample" in printed and "Skip-Cache (N=3), FORA (N=3), DeepCache-style (N=3,b=1)" in printed
+
+
+@pytest.mark.parametrize("argv", [["--seeds", "0-3", "--calibration-seeds", "2-5"], ["--repeats", "0"],
+                                  ["--lpips-backbone", "x.pth"], ["--caches", "bogus"]])
+def test_bench_command_bad_input_is_exit_2(argv, capsys):
+    assert main(["bench", *argv]) == 2
+    assert "error" in capsys.readouterr().err
