@@ -82,7 +82,8 @@ def test_bench_command_writes_table_json_and_both_figures(tmp_path, capsys):
                  "--seeds", "0-1", "--steps", "6", "--repeats", "1", "--out", str(out), "--no-progress", "--flops"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert {p.name for p in out.iterdir()} == {"bench.md", "bench.json", "pareto.png", "similarity.png"}
+    written = {p.name for p in out.iterdir()}
+    assert written == {"bench.md", "bench.json", "pareto.png", "pareto-macs.png", "similarity.png"}
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert [r["family"] for r in rows] == ["none", "none", "Skip-Cache", "FORA", "DeepCache-style", "diffusers PAB",
                                            "diffusers PAB"]

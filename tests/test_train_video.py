@@ -275,3 +275,28 @@ def test_a_text_model_needs_captioned_videos(tmp_path):
         loop_module.resolve_model_config(cfg, uncaptioned, text_dim=384)
     fitted = loop_module.resolve_model_config(cfg, full, text_dim=384)
     assert (fitted.caption_channels, fitted.num_frames, fitted.in_channels) == (384, FRAMES, 1)
+
+
+# -- text-to-image: a one-frame Latte-T2V on the captioned digits ------------------------------------------
+def test_captioned_digits_train_a_text_to_image_model_that_samples_images(tmp_path, capsys):
+    from skipdit.cli import main
+    from skipdit.cli.sample_cmd import task_of
+    from skipdit.train.config import DataConfig
+    from skipdit.train.data import DIGIT_CAPTIONS, build_data, digit_caption
+
+    data = build_data(DataConfig(kind="captioned-digits"))
+    assert data.sample_shape == (1, 1, 16, 16) and len(data.dataset) == 1797 * len(DIGIT_CAPTIONS)
+    video, caption_id = data.dataset[5]
+    assert data.captions[caption_id] == digit_caption(int(data.labels(torch.tensor(caption_id))), 1)
+    assert digit_caption(4) == "a handwritten four"
+
+    cfg = t2v_config(tmp_path, data={"kind": "captioned-digits"}, text_max_length=8)
+    train(cfg, progress=False)
+    path = str(export(cfg.run_dir))
+    model = load(path)
+    assert model.config.num_frames == 1 and task_of(model) == "t2i"
+    code = main(["sample", "--ckpt", path, "--prompt", "a handwritten four",
+                 "--seeds", "0-1", "--steps", "4", "--sampler", "ddim", "--out", str(tmp_path / "s"), "--no-progress"])
+    assert code == 0, capsys.readouterr()
+    assert (tmp_path / "s" / "000001-a-handwritten-four.png").is_file()
+    assert main(["sample", "--ckpt", path, "--num-frames", "2", "--out", str(tmp_path / "x")]) == 2

@@ -25,6 +25,7 @@ class Generation:
     (no VAE, no text encoder), the quantity the paper's latency figures measure (reference §E.3)."""
 
     images: torch.Tensor  # uint8 (N, H, W, C) decoded images, or (N, F, H, W, C) frames of video models
+    # (a video model with num_frames=1 is an image model: its images are (N, H, W, C))
     samples: torch.Tensor  # float (N, C, [F,] h, w), the sampler's output in model space, on the CPU
     seeds: list[int]
     labels: list[int] | None  # class models
@@ -102,6 +103,8 @@ def generate(
 
     latents = torch.cat(samples)
     decoded = latents if vae is None else _decode(vae, latents, batch_size)
+    if decoded.ndim == 5 and getattr(model.config, "num_frames", None) == 1:
+        decoded = decoded[:, :, 0]  # a video model made for one frame is an image model (text-to-image)
     pixels = video_to_uint8(decoded) if decoded.ndim == 5 else to_uint8(decoded)
     return Generation(pixels, latents, seeds, conditions.labels, conditions.prompts, seconds, stats,
                       policy and policy.spec())

@@ -12,12 +12,14 @@ HERE = Path(__file__).parent
 BUILTIN_MODELS = {
     "digits/Skip-DiT": "digits-skip-dit.safetensors",  # configs/digits/skip-dit.yaml
     "digits/DiT": "digits-dit.safetensors",  # configs/digits/dit.yaml: the same without long skips
+    "digits/T2I-Skip-DiT": "digits-t2i-skip.safetensors",  # configs/digits/t2i-skip.yaml: text-to-image
     "moving-digits/Latte-skip": "moving-digits-latte-skip.safetensors",  # configs/moving-digits/latte-skip.yaml
     "moving-digits/Latte-T2V-skip": "moving-digits-latte-t2v-skip.safetensors",  # .../latte-t2v-skip.yaml
 }
 DEFAULT_MODEL = "digits/Skip-DiT"
 # the built-in model `skipdit sample --task T` uses when no --ckpt is given
-TASK_DEFAULTS = {"c2i": "digits/Skip-DiT", "c2v": "moving-digits/Latte-skip", "t2v": "moving-digits/Latte-T2V-skip"}
+TASK_DEFAULTS = {"c2i": "digits/Skip-DiT", "c2v": "moving-digits/Latte-skip", "t2v": "moving-digits/Latte-T2V-skip",
+                 "t2i": "digits/T2I-Skip-DiT"}
 DIGITS_EVALUATOR = "digits-evaluator.safetensors"  # python -m skipdit.metrics.digits
 
 

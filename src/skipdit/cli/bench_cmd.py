@@ -19,7 +19,8 @@ EXAMPLES = """examples:
   skipdit bench --model moving-digits/Latte-T2V-skip --caches skip:N=2,tgate,pab --prompt "the digit 3 moves up"
 
 Writes bench.md (the table), bench.json (every row), pareto.png (PSNR against the measured speed-up,
-the paper's Figure 1c) and similarity.png (per-step feature similarity, Figure 1a) into --out.
+the paper's Figure 1c), pareto-macs.png (the same against the ideal speed-up from counted MACs) and
+similarity.png (per-step feature similarity, Figure 1a) into --out.
 Methods that do not apply to a model (Δ-DiT on a skip model, T-GATE without text) are listed, not run.
 """
 
@@ -88,12 +89,14 @@ def run(args) -> int:
     atomic_write(out / "bench.md", lambda tmp: tmp.write_text(text))
     atomic_write(out / "bench.json", lambda tmp: tmp.write_text(payload))
     atomic_write(out / "pareto.png", lambda tmp: pareto_plot(rows, tmp))
+    atomic_write(out / "pareto-macs.png", lambda tmp: pareto_plot(rows, tmp, x="ideal"))
     drawn = []
     atomic_write(out / "similarity.png", lambda tmp: drawn.extend(similarity_plot(rows, tmp)))
     print(text)
     if args.flops:
         print("\n".join(f"{r.method}: {r.macs_per_sample / 1e9:.3f} GMACs per sample" for r in rows))
-    print(f"-> {out}/bench.md, bench.json, pareto.png, similarity.png ({', '.join(drawn) or 'no matching rows'})")
+    print(f"-> {out}/bench.md, bench.json, pareto.png, pareto-macs.png, similarity.png "
+          f"({', '.join(drawn) or 'no matching rows'})")
     return 0
 
 
@@ -103,10 +106,10 @@ def _settings(args, model, n: int) -> dict:
     if model.conditioning == "text":
         from ..convert.checkpoint import stored_text_encoder
         from ..text import load_text_encoder
-        from .sample_cmd import DEFAULT_PROMPT
+        from .sample_cmd import DEFAULT_PROMPTS, task_of
 
         spec = {"name": args.text_encoder} if args.text_encoder else stored_text_encoder(args.model) or {}
-        condition = dict(prompts=args.prompt or [DEFAULT_PROMPT],
+        condition = dict(prompts=args.prompt or [DEFAULT_PROMPTS[task_of(model)]],
                          text_encoder=load_text_encoder(spec.get("name"), max_length=spec.get("max_length"),
                                                         device=args.device))
     elif args.prompt:

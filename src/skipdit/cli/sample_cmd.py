@@ -41,7 +41,8 @@ EXAMPLES = """examples:
 VAE_DOWNSAMPLE = 8
 TASKS = ("c2i", "c2v", "t2v", "t2i")
 TASK_OF_ARCH = {"dit": "c2i", "latte": "c2v", "latte_t2v": "t2v"}
-DEFAULT_PROMPT = "the digit 7 moves up"  # for the built-in text-to-video model
+TEXT_TASKS = ("t2v", "t2i")
+DEFAULT_PROMPTS = {"t2v": "the digit 7 moves up", "t2i": "a handwritten four"}  # for the built-in text models
 
 
 def add_parser(sub) -> None:
@@ -69,7 +70,8 @@ def add_parser(sub) -> None:
 def add_model_arguments(p) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--task", choices=TASKS, help="c2i: class-to-image, c2v: class-to-video, t2v: text-to-video, "
-                   "t2i: text-to-image with Hunyuan-DiT (--model-dir) (default: what --ckpt holds; else c2i)")
+                   "t2i: text-to-image (the built-in model, or Hunyuan-DiT with --model-dir) (default: what --ckpt "
+                   "holds; else c2i)")
     g.add_argument("--model-dir", help="t2i: a local diffusers HunyuanDiTPipeline folder")
     g.add_argument("--model", help="preset, e.g. DiT-XL/2-skip (default: the architecture in --ckpt)")
     g.add_argument("--ckpt", help="official DiT / Latte .pt, a diffusers Latte folder, our .safetensors, or a "
@@ -127,13 +129,13 @@ def build(args):
             raise ValueError("--model and --skip-init need --ckpt PATH (or --random-weights)")
         ckpt = TASK_DEFAULTS[args.task or "c2i"]
         model = load(ckpt, **size)
-    task = TASK_OF_ARCH[arch_of(model.config)]
+    task = task_of(model)
     if args.task and args.task != task:
         raise ValueError(f"--task {args.task}, but the model is a {task} model")
     if vae is None and model.in_channels not in (1, 3):
         raise ValueError(f"this model makes {model.in_channels}-channel latents: pass --vae DIR to decode them")
     encoder = None
-    if task == "t2v":
+    if task in TEXT_TASKS:
         from ..text import load_text_encoder
 
         spec = {"name": args.text_encoder} if args.text_encoder else (ckpt and stored_text_encoder(ckpt)) or {}
@@ -141,8 +143,14 @@ def build(args):
     return model, vae, encoder, task
 
 
+def task_of(model) -> str:
+    """The task a model does: a text-to-video model with a single frame is a text-to-image model."""
+    task = TASK_OF_ARCH[arch_of(model.config)]
+    return "t2i" if task == "t2v" and model.config.num_frames == 1 else task
+
+
 def run(args) -> int:
-    if args.task == "t2i" or args.model_dir:
+    if args.model_dir:
         return run_t2i(args)
     seeds = parse_int_list(args.seeds, "seeds")
     if args.compare_uncached and parse_cache(args.cache) is None:
@@ -189,13 +197,13 @@ def _compare(result, base) -> dict:
 def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
     """``generate()`` keyword arguments for ``n`` seeds: the conditioning (labels cycled over the seeds,
     or prompts), the sampler, guidance and runtime options."""
-    if task != "t2v" and (args.prompt or args.negative_prompt):
-        raise ValueError(f"--prompt and --negative-prompt are for text-to-video models; this is a {task} model")
-    if task == "c2i" and args.num_frames:
-        raise ValueError("--num-frames is for video models; this is a class-to-image model")
+    if task not in TEXT_TASKS and (args.prompt or args.negative_prompt):
+        raise ValueError(f"--prompt and --negative-prompt are for text models; this is a {task} model")
+    if task in ("c2i", "t2i") and args.num_frames:
+        raise ValueError(f"--num-frames is for video models; this is a {task} model")
     condition = {"labels": None}
-    if task == "t2v":
-        condition.update(prompts=args.prompt or [DEFAULT_PROMPT], negative_prompt=args.negative_prompt,
+    if task in TEXT_TASKS:
+        condition.update(prompts=args.prompt or [DEFAULT_PROMPTS[task]], negative_prompt=args.negative_prompt,
                          text_encoder=encoder)
     elif getattr(model.config, "num_classes", 0):
         given = parse_int_list(args.class_labels, "class labels") if args.class_labels \
@@ -203,9 +211,9 @@ def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
         condition["labels"] = [given[k % len(given)] for k in range(n)]
     elif args.class_labels:
         raise ValueError("this model is unconditional: it takes no --class-labels")
-    if task != "c2i":
+    if task in ("c2v", "t2v"):
         condition["num_frames"] = args.num_frames
-    guided = task == "t2v" or condition.get("labels") is not None
+    guided = task in TEXT_TASKS or condition.get("labels") is not None
     return dict(
         sampler=args.sampler, steps=args.steps or (250 if args.sampler == "ddpm" else 50), respacing=args.respacing,
         eta=args.eta, cfg_scale=args.cfg_scale if guided else 1.0, cfg_mode=args.cfg_mode,
@@ -218,8 +226,8 @@ def run_t2i(args) -> int:
     """Text-to-image through a local Hunyuan-DiT pipeline folder (reference §A.5, §C)."""
     from ..hunyuan import generate_hunyuan, load_hunyuan
 
-    if args.task not in (None, "t2i") or not args.model_dir:
-        raise ValueError("text-to-image takes --task t2i with --model-dir DIR (a diffusers HunyuanDiTPipeline)")
+    if args.task not in (None, "t2i"):
+        raise ValueError(f"--model-dir is a Hunyuan-DiT pipeline (text-to-image), not --task {args.task}")
     if args.ckpt or args.model or args.random_weights:
         raise ValueError("--task t2i loads the pipeline in --model-dir; --ckpt, --model and --random-weights "
                          "are for skipdit's own models")
@@ -265,8 +273,11 @@ def _write(result, out: Path, formats: list[str], fps: int) -> str:
     """Per-sample files and a grid; returns a short description of what was written."""
     captions = _captions(result)
     if not result.is_video:
-        save_samples(result.images, result.seeds, result.labels, out)
-        save_grid(result.images, captions, out / "grid.png")
+        if result.prompts is not None:  # text-to-image: <seed>-<prompt>.png
+            _write_t2i(result, out)
+        else:
+            save_samples(result.images, result.seeds, result.labels, out)
+            save_grid(result.images, captions, out / "grid.png")
         return "PNGs, grid.png"
     tags = result.prompts or result.labels or [""] * len(result.seeds)
     names = [f"{s:06d}-{_slug(str(tag))}".rstrip("-") for s, tag in zip(result.seeds, tags)]

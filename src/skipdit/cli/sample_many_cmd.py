@@ -37,8 +37,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    if args.task == "t2i" or args.model_dir:
-        raise ValueError("sample-many runs skipdit's own models (c2i, c2v, t2v); for Hunyuan-DiT use sample --task t2i")
+    if args.model_dir:
+        raise ValueError("sample-many runs skipdit's own models; for Hunyuan-DiT use sample --task t2i --model-dir")
     seeds = parse_int_list(args.seeds, "seeds")
     _, _, local_rank = init_distributed()  # so that the VAE and the text encoder go to this process's device
     args.device = str(resolve_device(args.device, local_rank))

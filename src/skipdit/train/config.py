@@ -17,12 +17,13 @@ from pathlib import Path
 
 STAGES = ("full", "skip-only")
 PRECISIONS = ("fp32", "bf16")
-DATA_KINDS = ("digits", "moving-digits", "image-folder", "latents")
+DATA_KINDS = ("digits", "captioned-digits", "moving-digits", "image-folder", "latents")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """``digits``: the built-in 16x16 digits (needs scikit-learn). ``moving-digits``: the built-in videos
+    """``digits``: the built-in 16x16 digits (needs scikit-learn); ``captioned-digits``: the same as one-frame
+    videos with captions, for text-to-image. ``moving-digits``: the built-in videos
     of digits moving on a ``canvas`` (class = digit, captions name digit and motion). ``image-folder``: one
     sub-folder per class, ADM centre crop to ``image_size``. ``latents``: shards written by
     ``skipdit extract-latents``."""
@@ -49,7 +50,7 @@ class DataConfig:
             _check_min("data.per_class", self.per_class, 1)
         if self.image_frames and self.kind != "moving-digits":
             raise ValueError("data.image_frames applies to video data (data.kind=moving-digits)")
-        if self.kind not in ("digits", "moving-digits") and not self.path:
+        if self.kind not in ("digits", "captioned-digits", "moving-digits") and not self.path:
             raise ValueError(f"data.path is required for data.kind={self.kind}")
         if self.kind == "image-folder" and not self.image_size:
             raise ValueError("data.image_size is required for data.kind=image-folder")

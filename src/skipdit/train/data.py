@@ -9,6 +9,8 @@ Kinds:
 
 * ``digits``: scikit-learn's ``load_digits`` (1,797 8x8 digits, 10 classes), bilinearly upsampled to
   16x16 and scaled to [-1, 1]; augmentation shifts each image by up to one pixel.
+* ``captioned-digits``: the same digits as one-frame videos (1, 1, 16, 16), each once per caption phrasing
+  ("a handwritten seven", "the digit 7", ...), for a text-to-image Latte-T2V; one-pixel shifts as above.
 * ``moving-digits``: videos of those digits moving on a canvas (:mod:`.moving_digits`); items carry a
   caption id, which gives the class (the digit) for class models and the caption for text models.
 * ``image-folder``: ``ROOT/<class>/*.png|jpg|...`` (classes in sorted order), ADM centre crop; flip.
@@ -55,6 +57,8 @@ class TrainData:
 def build_data(config: DataConfig) -> TrainData:
     if config.kind == "digits":
         return digits_data()
+    if config.kind == "captioned-digits":
+        return captioned_digits_data()
     if config.kind == "moving-digits":
         return moving_digits_data(config.num_frames, config.canvas, config.copies, config.per_class)
     if config.kind == "image-folder":
@@ -92,6 +96,33 @@ class TensorItems(Dataset):
 def digits_data() -> TrainData:
     images, labels = load_digits_tensors()
     return TrainData(TensorItems(images, labels), tuple(images.shape[1:]), 10, shift_by_one)
+
+
+# Captions of the captioned digits; caption id = digit * len(DIGIT_CAPTIONS) + phrasing.
+DIGIT_CAPTIONS = ("a handwritten {word}", "the digit {digit}", "the number {word}", "a handwritten {digit}")
+
+
+def digit_caption(digit: int, phrasing: int = 0) -> str:
+    """``digit_caption(4) == "a handwritten four"``."""
+    from .moving_digits import NUMBER_WORDS
+
+    return DIGIT_CAPTIONS[phrasing].format(digit=digit, word=NUMBER_WORDS[digit])
+
+
+def captioned_digits_data() -> TrainData:
+    """Every digit once per phrasing of :data:`DIGIT_CAPTIONS`, as a one-frame video."""
+    images, labels = load_digits_tensors()
+    phrasings = len(DIGIT_CAPTIONS)
+    ids = (labels[:, None] * phrasings + torch.arange(phrasings)).flatten()  # (N * phrasings,)
+    videos = images.unsqueeze(2).repeat_interleave(phrasings, 0)  # (N * phrasings, 1, 1, 16, 16)
+    captions = [digit_caption(d, k) for d in range(10) for k in range(phrasings)]
+    return TrainData(TensorItems(videos, ids), tuple(videos.shape[1:]), 10, _shift_frames, captions=captions,
+                     caption_labels=torch.arange(len(captions)) // phrasings)
+
+
+def _shift_frames(x: torch.Tensor, u: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """:func:`shift_by_one` on one-frame videos (N, C, 1, H, W)."""
+    return shift_by_one(x.squeeze(2), u, normals).unsqueeze(2)
 
 
 def moving_digits_data(num_frames: int, canvas: int, copies: int = 2, per_class: int | None = None) -> TrainData:
