@@ -5,8 +5,9 @@ For each method the harness runs, in one process:
 * a *counted* run (untimed): the samples for fidelity, the MACs the run executed (torch's FLOP counter,
   attention through the math kernel so it is counted; MACs = FLOPs / 2), and the features entering the
   output layer at every step, compared with the uncached run's (the paper's Figure 1a);
-* ``repeats`` *timed* runs, each right after a timed uncached run of the same model, so slow drifts of
-  the machine hit both; the measured speed-up is the ratio of the medians.
+* ``repeats`` *timed* runs, each right after a timed uncached run of the same model (for a diffusers
+  peer: the same diffusers transformer without its hook), so slow drifts of the machine hit both; the
+  measured speed-up is the ratio of the medians.
 
 Fidelity is against the uncached output of the model the method runs on: PSNR, SSIM, LPIPS (with local
 weights), and for the digits models the evaluator's accuracy and FDD. The ideal speed-up is uncached
@@ -215,12 +216,14 @@ class Bench:
                 warm[key] = warm[key][:1]
         return warm
 
-    def run(self, method: Method, prepare: Callable[[Method, object], tuple[object, object]]) -> Row:
-        """One row. ``prepare(method, model)`` gives the module to sample with and its cache spec."""
+    def run(self, method: Method, prepare: Callable[[Method, object], tuple[object, object, object]]) -> Row:
+        """One row. ``prepare(method, model)`` gives the module to sample with, its cache policy, and the
+        uncached module its timing is compared with (the model itself, or for a diffusers peer the same
+        diffusers transformer without a hook, so the speed-up measures the cache, not the implementation)."""
         on = method.on if method.on in self.models else "model"
         model = self.models[on]
         try:
-            sampler, cache = prepare(method, model)
+            sampler, cache, uncached = prepare(method, model)
             if cache is not None:
                 cache.check_model(model)
         except (ValueError, ImportError) as err:
@@ -229,7 +232,7 @@ class Bench:
         counted = counted_run(sampler, lambda: generate(sampler, self.seeds, cache=cache, **self.settings))
         times, ref_times = [], []
         for _ in range(self.repeats):
-            ref_times.append(generate(model, self.seeds, **self.settings).seconds)
+            ref_times.append(generate(uncached, self.seeds, **self.settings).seconds)
             times.append(generate(sampler, self.seeds, cache=cache, **self.settings).seconds)
         out, base = counted.out, ref.out
         row = Row(method.label, method.family, method.setting, self.names[on],
@@ -316,6 +319,7 @@ class Preparer:
     def __init__(self, settings: dict, calibration_seeds: Sequence[int]):
         self.settings, self.seeds = settings, list(calibration_seeds)
         self._fits: dict[tuple[str, int], object] = {}
+        self._plain: dict[int, object] = {}  # model -> its diffusers transformer without a hook
 
     def __call__(self, method: Method, model):
         if method.diffusers is not None:
@@ -324,11 +328,14 @@ class Preparer:
             name, options = method.diffusers[0], dict(method.diffusers[1])
             if name == "magcache":
                 options.setdefault("mag_ratios", self._fit("magcache", model))
-            return DiffusersPeer(model, name, **options), None
+            peer = DiffusersPeer(model, name, **options)
+            if id(model) not in self._plain:
+                self._plain[id(model)] = DiffusersPeer(model, "none")
+            return peer, None, self._plain[id(model)]
         policy = parse_cache(method.spec)
         if isinstance(policy, TeaCache) and "coef=" not in method.spec:
             policy = dataclasses.replace(policy, coefficients=self._fit("teacache", model))
-        return model, policy
+        return model, policy, model
 
     def _fit(self, what: str, model):
         key = (what, id(model))
