@@ -10,7 +10,7 @@ VENV_ARGS ?=
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo demo-video test test-slow bench lint assets curves clean
+.PHONY: install demo demo-video test test-slow bench compare lint assets curves clean
 
 install: $(VENV)/.installed
 
@@ -41,13 +41,27 @@ bench: install
 	$(BIN)/python benchmarks/skip_cache_speed.py --steps 50
 	$(BIN)/python benchmarks/train_speed.py
 
-# How the built-in weights in src/skipdit/assets were made (CPU, about an hour; see docs/model-zoo.md).
+# Skip-Cache against every peer cache on the built-in twins: the table and figures of docs/benchmarks.md
+# (about 8 minutes on a 2-core CPU).
+compare: install
+	$(BIN)/skipdit bench --model digits/Skip-DiT --baseline-model digits/DiT --caches all --seeds 0-63 \
+		--repeats 3 --out docs/figures/bench-digits --flops --no-progress
+
+# How the built-in weights in src/skipdit/assets were made (CPU, a few hours; see docs/model-zoo.md for
+# the data changes made during the moving-digits runs).
 assets: install
 	$(BIN)/python -m skipdit.metrics.digits --out src/skipdit/assets/digits-evaluator.safetensors
 	$(BIN)/skipdit train --config configs/digits/skip-dit.yaml --no-progress
 	$(BIN)/skipdit train --config configs/digits/dit.yaml --no-progress
+	$(BIN)/skipdit train --config configs/digits/t2i-skip.yaml --no-progress
+	$(BIN)/skipdit train --config configs/moving-digits/latte-skip.yaml --no-progress
+	$(BIN)/skipdit train --config configs/moving-digits/latte-t2v-skip.yaml --no-progress
 	$(BIN)/skipdit export runs/digits-skip-dit --out src/skipdit/assets/digits-skip-dit.safetensors
 	$(BIN)/skipdit export runs/digits-dit --out src/skipdit/assets/digits-dit.safetensors
+	$(BIN)/skipdit export runs/digits-t2i-skip --out src/skipdit/assets/digits-t2i-skip.safetensors
+	$(BIN)/skipdit export runs/moving-digits-latte-skip --out src/skipdit/assets/moving-digits-latte-skip.safetensors
+	$(BIN)/skipdit export runs/moving-digits-latte-t2v-skip \
+		--out src/skipdit/assets/moving-digits-latte-t2v-skip.safetensors
 
 # Accuracy and FDD of both digits runs at every 500 steps (docs/benchmarks.md).
 curves: install

@@ -11,11 +11,11 @@ import pytest
 from skipdit import generate, save
 from skipdit.cache import CacheStats, SkipCache, TeaCache, parse_cache
 from skipdit.cache.tune import tune
-from skipdit.cli import main
 from skipdit.diffusion import GaussianDiffusion
 from skipdit.metrics import psnr
 
 from .conftest import tiny_model
+from .test_cli import run_cli
 
 COMMON = dict(labels=[1, 2], sampler="ddim", steps=10, cfg_scale=2.0)
 SEEDS = [0, 1]
@@ -84,12 +84,6 @@ def ckpts(tmp_path_factory):
 
 
 SAMPLER = ["--sampler", "ddim", "--steps", "10", "--seeds", "0-1", "--no-progress"]
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_tune_prints_a_table_and_the_best_spec_last(tmp_path, capsys, ckpts):

@@ -16,26 +16,25 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..registry import Registry
-from .adaptive import AdaptiveSkipCache, parse_adaptive
+from .adaptive import AdaptiveSkipCache
 from .base import CachePolicy, CacheState, CacheStats, StepPlan
-from .deepcache import DeepCacheDiT, parse_deepcache
-from .delta import DeltaDiT, parse_delta
-from .fbcache import FirstBlockCache, parse_fbc
-from .fora import Fora, parse_fora
-from .pab import PyramidAttentionBroadcast, parse_pab
+from .deepcache import DeepCacheDiT
+from .delta import DeltaDiT
+from .fbcache import FirstBlockCache
+from .fora import Fora
+from .pab import PyramidAttentionBroadcast
 from .schedule import interval_schedule
 from .skip_cache import PRESET_RESPACING, PRESET_UNITS, PRESETS, SkipCache, parse_skip_cache
-from .teacache import TeaCache, parse_teacache
-from .tgate import TGate, parse_tgate
+from .teacache import TeaCache
+from .tgate import TGate
 
 # family name -> parser(family, args, full_spec) -> policy
 CACHE_FAMILIES: Registry[Callable[[str, str, str], CachePolicy]] = Registry("cache")
 for _family in PRESETS:
     CACHE_FAMILIES.register(_family, parse_skip_cache)
-for _family, _parser in (("adaptive", parse_adaptive), ("fora", parse_fora), ("delta", parse_delta),
-                         ("deepcache", parse_deepcache), ("pab", parse_pab), ("tgate", parse_tgate),
-                         ("teacache", parse_teacache), ("fbc", parse_fbc)):
-    CACHE_FAMILIES.register(_family, _parser)
+for _policy in (AdaptiveSkipCache, Fora, DeltaDiT, DeepCacheDiT, PyramidAttentionBroadcast, TGate, TeaCache,
+                FirstBlockCache):
+    CACHE_FAMILIES.register(_policy.family, _policy.parse)
 
 
 def parse_cache(spec: str | CachePolicy | None) -> CachePolicy | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CachePolicy, LaggedScalar, StepPlan, parse_policy, relative_l1, spec_of
+from .base import CachePolicy, LaggedScalar, StepPlan, relative_l1
 from .schedule import interval_schedule
 
 KEYS = {"threshold": "threshold", "b": "branch", "max": "max_interval", "start": "start_t", "stop": "stop_t"}
@@ -37,6 +37,7 @@ class AdaptiveSkipCache(CachePolicy):
     start_t: int | None = None
     stop_t: int | None = None
     family: str = "adaptive"
+    keys = KEYS
 
     def __post_init__(self):
         if self.threshold < 0 or self.branch < 1 or self.max_interval < 1:
@@ -75,9 +76,4 @@ class AdaptiveSkipCache(CachePolicy):
             slot["ran"] = StepPlan(step.t, True, step.units)
         return model.run_units(h, c, L - b, L, skips)
 
-    def spec(self) -> str:
-        return spec_of(self, KEYS)
 
-
-def parse_adaptive(family: str, args: str, spec: str) -> AdaptiveSkipCache:
-    return parse_policy(AdaptiveSkipCache, family, args, spec, KEYS)

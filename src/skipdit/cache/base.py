@@ -95,6 +95,12 @@ class CachePolicy:
     :meth:`plan` and :meth:`run`; :meth:`check_model` rejects models they cannot act on."""
 
     family: str = "?"
+    keys: dict[str, str] = {}  # spec key -> field name, for parse() and spec() (e.g. {"N": "interval"})
+
+    @classmethod
+    def parse(cls, family: str, args: str, spec: str) -> CachePolicy:
+        """The policy ``spec`` (``family:args``) describes; see :func:`parse_policy`."""
+        return parse_policy(cls, family, args, spec, cls.keys)
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
         raise NotImplementedError
@@ -112,7 +118,8 @@ class CachePolicy:
         """Raise ``ValueError`` if this policy cannot plan for a model of ``num_units`` units."""
 
     def spec(self) -> str:
-        raise NotImplementedError
+        """The canonical spec string; ``parse_cache(policy.spec()) == policy``."""
+        return spec_of(self, self.keys)
 
     def start(self, model, timesteps: Sequence[int]) -> CacheState:
         """A fresh state for one sampling run of ``model`` over ``timesteps`` (original scale)."""
@@ -177,20 +184,18 @@ def parse_items(text: str, spec: str) -> list[tuple[str, str, str]]:
 def parse_int(value: str, key: str, spec: str, *, minimum: int | None = None, optional: bool = False) -> int | None:
     if optional and value.lower() in ("none", "off"):
         return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"malformed cache spec {spec!r}: {key} must be an integer, got {value!r}") from None
-    if minimum is not None and number < minimum:
-        raise ValueError(f"malformed cache spec {spec!r}: {key} must be >= {minimum}, got {number}")
-    return number
+    return _parse_number(int, "an integer", value, key, spec, minimum)
 
 
 def parse_float(value: str, key: str, spec: str, *, minimum: float | None = None) -> float:
+    return _parse_number(float, "a number", value, key, spec, minimum)
+
+
+def _parse_number(kind, what: str, value: str, key: str, spec: str, minimum):
     try:
-        number = float(value)
+        number = kind(value)
     except ValueError:
-        raise ValueError(f"malformed cache spec {spec!r}: {key} must be a number, got {value!r}") from None
+        raise ValueError(f"malformed cache spec {spec!r}: {key} must be {what}, got {value!r}") from None
     if minimum is not None and number < minimum:
         raise ValueError(f"malformed cache spec {spec!r}: {key} must be >= {minimum}, got {number}")
     return number

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CachePolicy, StepPlan, parse_policy, spec_of
+from .base import CachePolicy, StepPlan
 from .schedule import interval_schedule
 
 KEYS = {"N": "interval", "b": "branch", "start": "start_t", "stop": "stop_t"}
@@ -29,6 +29,7 @@ class DeepCacheDiT(CachePolicy):
     start_t: int | None = None
     stop_t: int | None = None
     family: str = "deepcache"
+    keys = KEYS
 
     def __post_init__(self):
         if self.interval < 1 or self.branch < 1:
@@ -56,9 +57,4 @@ class DeepCacheDiT(CachePolicy):
             h = slot["deep"]
         return model.run_units(h, c, L - b, L)
 
-    def spec(self) -> str:
-        return spec_of(self, KEYS)
 
-
-def parse_deepcache(family: str, args: str, spec: str) -> DeepCacheDiT:
-    return parse_policy(DeepCacheDiT, family, args, spec, KEYS)

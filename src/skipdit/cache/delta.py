@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CachePolicy, StepPlan, parse_policy, spec_of
+from .base import CachePolicy, StepPlan
 from .schedule import interval_schedule
 
 KEYS = {"N": "interval", "boundary": "boundary", "cached": "cached_units", "start": "start_t", "stop": "stop_t"}
@@ -34,6 +34,7 @@ class DeltaDiT(CachePolicy):
     start_t: int | None = None
     stop_t: int | None = None
     family: str = "delta"
+    keys = KEYS
 
     def __post_init__(self):
         if self.interval < 1:
@@ -74,9 +75,4 @@ class DeltaDiT(CachePolicy):
             return model.run_units(h, c, 0, L - m) + slot["back"]
         return model.run_units(h + slot["front"], c, m, L)  # late: skip the front range
 
-    def spec(self) -> str:
-        return spec_of(self, KEYS)
 
-
-def parse_delta(family: str, args: str, spec: str) -> DeltaDiT:
-    return parse_policy(DeltaDiT, family, args, spec, KEYS)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CachePolicy, StepPlan, parse_policy, relative_l1, spec_of
+from .base import CachePolicy, StepPlan, relative_l1
 
 KEYS = {"threshold": "threshold"}
 
@@ -24,6 +24,7 @@ KEYS = {"threshold": "threshold"}
 class FirstBlockCache(CachePolicy):
     threshold: float = 0.05
     family: str = "fbc"
+    keys = KEYS
 
     def __post_init__(self):
         if self.threshold < 0:
@@ -45,9 +46,4 @@ class FirstBlockCache(CachePolicy):
         slot["ran"] = StepPlan(step.t, True, step.units)
         return out
 
-    def spec(self) -> str:
-        return spec_of(self, KEYS)
 
-
-def parse_fbc(family: str, args: str, spec: str) -> FirstBlockCache:
-    return parse_policy(FirstBlockCache, family, args, spec, KEYS)

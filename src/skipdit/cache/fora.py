@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CachePolicy, StepPlan, parse_policy, spec_of, sublayer_memo
+from .base import CachePolicy, StepPlan, sublayer_memo
 from .schedule import interval_schedule
 
 REUSED = ("attn", "cross_attn", "mlp", "temporal_attn", "temporal_mlp")
@@ -30,6 +30,7 @@ class Fora(CachePolicy):
     start_t: int | None = None
     stop_t: int | None = None
     family: str = "fora"
+    keys = KEYS
 
     def __post_init__(self):
         if self.interval < 1:
@@ -44,9 +45,4 @@ class Fora(CachePolicy):
         kept = slot.setdefault("kept", {})
         return model.run_units(h, c, memo=sublayer_memo(kept, step.reuse))
 
-    def spec(self) -> str:
-        return spec_of(self, KEYS)
 
-
-def parse_fora(family: str, args: str, spec: str) -> Fora:
-    return parse_policy(Fora, family, args, spec, KEYS)

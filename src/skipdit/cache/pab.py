@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CachePolicy, StepPlan, parse_policy, spec_of, sublayer_memo
+from .base import CachePolicy, StepPlan, sublayer_memo
 
 KEYS = {"spatial": "spatial", "temporal": "temporal", "cross": "cross", "mlp": "mlp", "lo": "lo", "hi": "hi"}
 # sublayers broadcast by each range
@@ -35,6 +35,7 @@ class PyramidAttentionBroadcast(CachePolicy):
     lo: int = 100
     hi: int = 800
     family: str = "pab"
+    keys = KEYS
 
     def __post_init__(self):
         if self.lo >= self.hi:
@@ -56,9 +57,4 @@ class PyramidAttentionBroadcast(CachePolicy):
         kept = slot.setdefault("kept", {})
         return model.run_units(h, c, memo=sublayer_memo(kept, step.reuse, keep=broadcast))
 
-    def spec(self) -> str:
-        return spec_of(self, KEYS)
 
-
-def parse_pab(family: str, args: str, spec: str) -> PyramidAttentionBroadcast:
-    return parse_policy(PyramidAttentionBroadcast, family, args, spec, KEYS)

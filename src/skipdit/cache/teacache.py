@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .base import CachePolicy, StepPlan, parse_policy, relative_l1, spec_of
+from .base import CachePolicy, StepPlan, relative_l1
 
 KEYS = {"threshold": "threshold", "coef": "coefficients"}
 
@@ -31,6 +31,7 @@ class TeaCache(CachePolicy):
     threshold: float = 0.1
     coefficients: tuple[float, ...] = (1.0, 0.0)
     family: str = "teacache"
+    keys = KEYS
 
     def __post_init__(self):
         if self.threshold < 0:
@@ -56,12 +57,7 @@ class TeaCache(CachePolicy):
         slot["ran"] = StepPlan(step.t, True, step.units)
         return out
 
-    def spec(self) -> str:
-        return spec_of(self, KEYS)
 
-
-def parse_teacache(family: str, args: str, spec: str) -> TeaCache:
-    return parse_policy(TeaCache, family, args, spec, KEYS)
 
 
 @dataclass(frozen=True)

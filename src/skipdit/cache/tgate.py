@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CachePolicy, StepPlan, parse_policy, spec_of, sublayer_memo
+from .base import CachePolicy, StepPlan, sublayer_memo
 
 KEYS = {"gate": "gate"}
 FROZEN = ("cross_attn",)
@@ -26,6 +26,7 @@ FROZEN = ("cross_attn",)
 class TGate(CachePolicy):
     gate: int = 10
     family: str = "tgate"
+    keys = KEYS
 
     def __post_init__(self):
         if self.gate < 1:
@@ -45,9 +46,4 @@ class TGate(CachePolicy):
         kept = slot.setdefault("kept", {})
         return model.run_units(h, c, memo=sublayer_memo(kept, step.reuse, keep=FROZEN))
 
-    def spec(self) -> str:
-        return spec_of(self, KEYS)
 
-
-def parse_tgate(family: str, args: str, spec: str) -> TGate:
-    return parse_policy(TGate, family, args, spec, KEYS)
