@@ -164,19 +164,14 @@ def _features_entering_head(model, into: list[torch.Tensor]):
         handle.remove()
 
 
-def counted_run(model, run: Callable[[], Generation], *, features: bool = True) -> Counted:
-    """``run()`` under the FLOP counter (attention through the math kernel, so it is counted)."""
+def counted_run(model, run: Callable[[], Generation]) -> Counted:
+    """``run()`` under the FLOP counter (attention through the math kernel, so it is counted), recording
+    the features that enter ``model``'s output layer (a diffusers peer's: its transformer's)."""
     recorded: list[torch.Tensor] = []
-    recorder = _features_entering_head(getattr(model, "transformer", model), recorded) if features \
-        else _nothing()
+    recorder = _features_entering_head(getattr(model, "transformer", model), recorded)
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), recorder:
         out = run()
     return Counted(out, counter.get_total_flops() / 2, recorded)
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def step_similarity(reference: list[torch.Tensor], cached: list[torch.Tensor]) -> list[float]:
