@@ -96,3 +96,18 @@ def test_bench_command_writes_table_json_and_both_figures(tmp_path, capsys):
 def test_bench_command_bad_input_is_exit_2(argv, capsys):
     assert main(["bench", *argv]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_lpips_column_scores_each_method_against_its_own_models_uncached_run():
+    from skipdit.metrics.lpips import LPIPS
+
+    torch.manual_seed(0)
+    model = LPIPS.build("alex").eval()  # random weights; 8x8 samples are upsampled to 32x32
+    with torch.no_grad():
+        for head in model.heads:
+            head.weight.abs_()  # LPIPS heads are non-negative, so distances are
+    b = bench(lpips_model=model)
+    rows, _ = run_bench(b, select_methods("skip:N=2,fora:N=2", steps=6), Preparer(SETTINGS, [100]))
+    by = {r.method: r for r in rows}
+    assert by["skip uncached"].lpips == 0 and by["dit uncached"].lpips == 0
+    assert by["Skip-Cache (N=2)"].lpips > 0 and by["FORA (N=2)"].lpips > 0

@@ -200,16 +200,9 @@ class Bench:
     def reference(self, on: str) -> Counted:
         if on not in self.references:
             model = self.models[on]
-            generate(model, list(self.seeds)[:1], **self._warm())  # warm-up: allocators, kernels
+            generate(model, self.seeds, **{**self.settings, "respacing": "2"})  # warm-up at the full batch
             self.references[on] = counted_run(model, lambda: generate(model, self.seeds, **self.settings))
         return self.references[on]
-
-    def _warm(self) -> dict:
-        warm = {**self.settings, "steps": 2, "respacing": None}
-        for key in ("labels", "prompts"):
-            if isinstance(warm.get(key), list):
-                warm[key] = warm[key][:1]
-        return warm
 
     def run(self, method: Method, prepare: Callable[[Method, object], tuple[object, object, object]]) -> Row:
         """One row. ``prepare(method, model)`` gives the module to sample with, its cache policy, and the
@@ -242,30 +235,26 @@ class Bench:
                 raise NotApplicable(f"the diffusers hook never engaged here ({sampler.report().summary()})")
             row.reused = sampler.report().summary()
             row.full_steps = row.cached_steps = None  # the hooks decide per block, not per step
-        self._quality(row, out)
+        self._quality(row, out, on)
         return row
 
     def uncached_row(self, on: str) -> Row:
         ref = self.reference(on)
         row = Row(f"{self.names[on]} uncached", "none", "—", self.names[on], measured=1.0, ideal=1.0,
                   macs_per_sample=ref.macs / len(self.seeds), full_steps=ref.out.stats.full_steps, cached_steps=0)
-        self._quality(row, ref.out)
+        self._quality(row, ref.out, on)
         return row
 
-    def _quality(self, row: Row, out: Generation) -> None:
+    def _quality(self, row: Row, out: Generation, on: str) -> None:
         if self.lpips_model is not None:
             from ..metrics import lpips
 
-            base = self.references[_key_of(self.names, row.model)].out
+            base = self.references[on].out
             row.lpips = _mean(lpips(_upsampled(out.images, self.lpips_model.min_size),
                                     _upsampled(base.images, self.lpips_model.min_size), self.lpips_model))
         if self.evaluator is not None and out.labels is not None:
             scores = self.evaluator.evaluate(out.images, out.labels)
             row.accuracy, row.fdd = scores.get("accuracy"), scores.get("fdd")
-
-
-def _key_of(names: dict[str, str], name: str) -> str:
-    return next(key for key, value in names.items() if value == name)
 
 
 def _upsampled(images: torch.Tensor, min_size: int) -> torch.Tensor:

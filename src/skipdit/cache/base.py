@@ -125,11 +125,19 @@ class CachePolicy:
         """A fresh state for one sampling run of ``model`` over ``timesteps`` (original scale)."""
         self.check_model(model)
         plan = self.plan(list(timesteps), model.num_units)
-        present = getattr(model, "sublayers", None)  # reuse only what the model has
+        present = getattr(model, "sublayers", None)
         if present is not None:
-            plan = [dataclasses.replace(p, reuse=kept, full=p.full or not kept) if kept != p.reuse else p
-                    for p in plan for kept in [tuple(n for n in p.reuse if n in present)]]
+            plan = [_reusing_only(step, present) for step in plan]
         return CacheState(self, plan, model.num_units)
+
+
+def _reusing_only(step: StepPlan, present: Collection[str]) -> StepPlan:
+    """``step`` reusing only the sublayers the model has; a step left with nothing to reuse is full (PAB's
+    cross-attention range on a model without cross-attention)."""
+    kept = tuple(name for name in step.reuse if name in present)
+    if kept == step.reuse:
+        return step
+    return dataclasses.replace(step, reuse=kept, full=step.full or not kept)
 
 
 @dataclass
@@ -271,24 +279,27 @@ class LaggedScalar:
     """
 
     def __init__(self):
-        self._pending: tuple[torch.Tensor, torch.cuda.Event | None] | None = None
+        self._pending: torch.Tensor | None = None
+        self._host: torch.Tensor | None = None  # CUDA: one pinned buffer and one event, reused every step
+        self._event: torch.cuda.Event | None = None
 
     def push(self, value: torch.Tensor) -> None:
         value = value.detach().float()
-        if value.is_cuda:
-            host = torch.empty((), dtype=torch.float32, pin_memory=True)
-            host.copy_(value, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            self._pending = (host, event)
-        else:
-            self._pending = (value, None)
+        if not value.is_cuda:
+            self._pending = value
+            return
+        if self._host is None:
+            self._host = torch.empty((), dtype=torch.float32, pin_memory=True)
+            self._event = torch.cuda.Event()
+        self._host.copy_(value, non_blocking=True)
+        self._event.record()
+        self._pending = self._host
 
     def pop(self) -> float | None:
+        """The value pushed last (a push replaces one not read yet), or ``None``."""
         if self._pending is None:
             return None
-        value, event = self._pending
-        self._pending = None
-        if event is not None:
-            event.synchronize()
+        value, self._pending = self._pending, None
+        if value is self._host:
+            self._event.synchronize()
         return float(value)
