@@ -4,9 +4,11 @@ import json
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
-from skipdit import save
-from skipdit.bench.harness import Bench, Preparer, run_bench, select_methods, step_similarity
+from skipdit import generate, save
+from skipdit.bench.harness import Bench, Preparer, counted_run, run_bench, select_methods, step_similarity
 from skipdit.bench.report import headline, markdown_table
 from skipdit.cli import main
 
@@ -40,6 +42,31 @@ def test_rows_measure_fidelity_macs_and_steps_against_the_same_models_uncached_r
         assert len(row.similarity) == 6 and row.similarity[0] == pytest.approx(1.0, abs=1e-6)  # step 0 is full
         assert min(row.similarity) < 1.0
     assert by["TeaCache (threshold=5)"].cached_steps > 0  # fitted on its calibration seeds, then engaged
+
+
+def test_counted_macs_agree_with_the_cache_stats():
+    """The MACs counted from the model's own operations match what the cache stats say ran: each unit's
+    count is (steps it ran) x (its cost per call), and the MACs speed-up is the stats' ideal speed-up less
+    only the embeddings and the head, which every step runs."""
+    model = tiny_model(long_skip=True)
+    settings = dict(labels=[1, 2], sampler="ddim", steps=6, cfg_scale=1.0, progress=False)
+
+    def count(cache):
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+            out = generate(model, [0, 1], cache=cache, **settings)
+        return {k: sum(v.values()) / 2 for k, v in counter.get_flop_counts().items()}, out.stats
+
+    full, _ = count(None)
+    cached, stats = count("skip:N=2,b=1")
+    assert (stats.full_steps, stats.cached_steps, stats.cached_units) == (3, 3, (0, 3))
+    for k in range(model.num_units):
+        per_call = full[f"DiT.blocks.{k}"] / 6
+        runs = stats.full_steps + (stats.cached_steps if k in stats.cached_units else 0)
+        assert cached[f"DiT.blocks.{k}"] == runs * per_call, k
+    macs_speedup = full["Global"] / cached["Global"]
+    assert 0.98 * stats.ideal_speedup < macs_speedup <= stats.ideal_speedup  # 1.331 vs 24/18
+    counted = counted_run(model, lambda: generate(model, [0, 1], cache="skip:N=2,b=1", **settings))
+    assert counted.macs == cached["Global"]  # the bench's counter is the same count
 
 
 def test_methods_that_do_not_apply_are_listed_with_the_reason():

@@ -145,6 +145,26 @@ def test_training_losses_hybrid():
     assert weight.grad is not None and weight.grad.abs() > 0  # the VB term trains the variance only
 
 
+def test_loss_weightings():
+    d = GaussianDiffusion.create(None)
+    i = torch.tensor([0, 300, 600, 999])
+    acp = torch.from_numpy(d._np["alphas_cumprod"][i.numpy()]).float()
+    snr = acp / (1 - acp)
+    torch.testing.assert_close(d.loss_weights(i), torch.ones(4))
+    torch.testing.assert_close(d.loss_weights(i, "min-snr-5"), snr.clamp(max=5) / snr)
+    x0_clip = d.loss_weights(i, "x0-clip-20")
+    torch.testing.assert_close(x0_clip, (1 / snr).clamp(1, 20))
+    assert x0_clip[0] == 1 and x0_clip[-1] == 20 and 1 < x0_clip[1] < 20  # eps-MSE, x0-MSE, capped
+
+    x0, noise = torch.rand(4, 1, 4, 4) * 2 - 1, torch.randn(4, 1, 4, 4)
+    d_fixed = GaussianDiffusion.create(None, learn_sigma=False)
+    terms = d_fixed.training_losses(lambda xt, t: xt * 0.5, x0, i, noise, "x0-clip-20")
+    torch.testing.assert_close(terms["loss"], terms["mse"] * x0_clip)  # mse stays the plain eps-MSE
+    for bad in ("snr", "min-snr-0", "x0-clip-x", "x0-clip--1"):
+        with pytest.raises(ValueError, match="unknown loss weighting"):
+            d.loss_weights(i, bad)
+
+
 def test_normal_kl_closed_form():
     m, lv = torch.randn(5), torch.randn(5)
     torch.testing.assert_close(normal_kl(m, lv, m, lv), torch.zeros(5), atol=1e-6, rtol=0)

@@ -327,6 +327,15 @@ def test_export_writes_the_ema_weights(tmp_path, capsys):
     assert export(cfg.run_dir).name == "ema-0000002.safetensors"
 
 
+def test_a_training_checkpoint_loads_with_its_architecture(tmp_path):
+    # the head count is in no tensor shape: it must come from the checkpoint's model_config
+    cfg = tiny_config(tmp_path, steps=2, model_args={**TINY_ARGS, "num_heads": 4})
+    train(cfg, progress=False)
+    model = load(checkpoint_path(cfg.run_dir, 2))
+    assert model.config.num_heads == 4 and model.config.input_size == 16
+    assert_same_state(model.state_dict(), final_state(cfg.run_dir, "ema")[1])
+
+
 # -- DDP -------------------------------------------------------------------------------------------------------
 def test_two_gloo_processes_match_one_process(tmp_path):
     one = tiny_config(tmp_path / "one", steps=3, ckpt_every=3)

@@ -79,8 +79,8 @@ def _few(items: list[str], n: int = 6) -> str:
 def read_checkpoint(
     path: str | os.PathLike, prefer: tuple[str, ...] = ("ema", "model", "state_dict")
 ) -> tuple[dict[str, torch.Tensor], tuple[str, dict] | None]:
-    """The state dict in a file and, for our safetensors, ``(arch, config fields)`` from its metadata. Of
-    a training checkpoint's entries, the first of ``prefer`` that is present is taken."""
+    """The state dict in a file and, for our safetensors and ``skipdit train`` checkpoints, ``(arch, config
+    fields)`` from the metadata. Of a training checkpoint's entries, the first of ``prefer`` present is taken."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -102,7 +102,10 @@ def read_checkpoint(
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as err:
         raise ValueError(f"cannot read {path}: not a PyTorch checkpoint of tensors ({err})") from None
-    return unwrap_state_dict(obj, path, prefer), None
+    stored = None
+    if isinstance(obj, dict) and isinstance(obj.get("model_config"), dict):  # a `skipdit train` checkpoint
+        stored = (obj.get("arch", "dit"), obj["model_config"])
+    return unwrap_state_dict(obj, path, prefer), stored
 
 
 def unwrap_state_dict(obj, path, prefer: tuple[str, ...] = ("ema", "model", "state_dict")) -> dict[str, torch.Tensor]:

@@ -16,6 +16,32 @@ import torch
 from .schedule import make_betas, respace_betas, space_timesteps
 
 VARIANCE_TYPES = ("learned_range", "fixed_large", "fixed_small")
+LOSS_WEIGHTINGS = ("uniform", "min-snr-<gamma>", "x0-clip-<gamma>")
+
+
+def parse_loss_weighting(spec: str) -> tuple[str, float | None]:
+    """``"uniform"`` -> ("uniform", None); ``"min-snr-5"`` -> ("min-snr", 5.0); ``"x0-clip-20"`` -> ("x0-clip", 20.0).
+
+    Weights of the eps-MSE as functions of SNR(t) = acp / (1 - acp):
+
+    * ``uniform``: 1 (DiT, Latte and every official recipe);
+    * ``min-snr-g``: min(SNR, g) / SNR (Hang et al. 2023): low-noise steps count less;
+    * ``x0-clip-g``: clip(1 / SNR, 1, g): the x0-MSE where 1/g <= SNR <= 1, the eps-MSE where the image is
+      clear, g times the eps-MSE where it is drowned. An eps-MSE weighs an error in x0 by SNR, so the
+      high-noise steps that decide the layout (where a digit is, which way it moves) barely move the weights;
+      this lifts them by up to g.
+    """
+    if spec == "uniform":
+        return "uniform", None
+    for kind in ("min-snr", "x0-clip"):
+        if spec.startswith(kind + "-"):
+            try:
+                gamma = float(spec[len(kind) + 1 :])
+            except ValueError:
+                break
+            if gamma > 0:
+                return kind, gamma
+    raise ValueError(f"unknown loss weighting {spec!r}; valid: {', '.join(LOSS_WEIGHTINGS)} (gamma > 0)")
 
 
 class GaussianDiffusion:
@@ -43,6 +69,7 @@ class GaussianDiffusion:
             "sqrt_one_minus_acp": np.sqrt(1.0 - acp),
             "sqrt_recip_acp": np.sqrt(1.0 / acp),
             "sqrt_recipm1_acp": np.sqrt(1.0 / acp - 1),
+            "snr": acp / (1.0 - acp),
             "post_var": post_var,
             "post_log_var": post_log_var,
             "post_coef_x0": betas * np.sqrt(acp_prev) / (1.0 - acp),
@@ -136,22 +163,32 @@ class GaussianDiffusion:
     # -- training loss --------------------------------------------------------------------------------
     def training_losses(
         self, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
-        i: torch.Tensor, noise: torch.Tensor | None = None,
+        i: torch.Tensor, noise: torch.Tensor | None = None, weighting: str = "uniform",
     ) -> dict[str, torch.Tensor]:
-        """Per-sample losses. ``loss`` = eps-MSE, plus with learned sigma the variational bound term
-        (``vb``) computed with the mean frozen, scaled by S/1000 (the "hybrid" loss of improved DDPM)."""
+        """Per-sample losses. ``loss`` = eps-MSE (times the ``weighting`` of :func:`parse_loss_weighting`),
+        plus with learned sigma the variational bound term (``vb``) computed with the mean frozen, scaled by
+        S/1000 (the "hybrid" loss of improved DDPM). ``mse`` is always the plain eps-MSE, for logs."""
         noise = torch.randn_like(x0) if noise is None else noise
         xt = self.q_sample(x0, i, noise)
         out = model_fn(xt, self.model_timesteps(i))
         c = x0.shape[1]
         terms = {"mse": _mean_flat((noise - out[:, :c].float()) ** 2)}
+        terms["loss"] = terms["mse"] * self.loss_weights(i, weighting)
         if self.learn_sigma:
             frozen = torch.cat([out[:, :c].detach(), out[:, c:]], dim=1)
             terms["vb"] = self.vb_terms_bpd(frozen, x0, xt, i) * (self.num_steps / 1000.0)
-            terms["loss"] = terms["mse"] + terms["vb"]
-        else:
-            terms["loss"] = terms["mse"]
+            terms["loss"] = terms["loss"] + terms["vb"]
         return terms
+
+    def loss_weights(self, i: torch.Tensor, weighting: str = "uniform") -> torch.Tensor:
+        """(N,) weights of the eps-MSE at chain indices ``i`` (see :func:`parse_loss_weighting`)."""
+        kind, gamma = parse_loss_weighting(weighting)
+        snr = self._table("snr", i.device)[i].float()
+        if kind == "min-snr":
+            return snr.clamp(max=gamma) / snr
+        if kind == "x0-clip":
+            return snr.reciprocal().clamp(1.0, gamma)
+        return torch.ones_like(snr)
 
     def vb_terms_bpd(self, model_out: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, i: torch.Tensor):
         """KL(q || p) in bits per dim, or the decoder NLL at the first step of the chain."""

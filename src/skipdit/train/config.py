@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..diffusion.gaussian import parse_loss_weighting
+
 STAGES = ("full", "skip-only")
 PRECISIONS = ("fp32", "bf16")
 DATA_KINDS = ("digits", "captioned-digits", "moving-digits", "image-folder", "latents")
@@ -80,6 +82,7 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient norm; None = no clipping
     ema_decay: float = 0.9999
     noise_schedule: str = "linear"
+    loss_weighting: str = "uniform"  # or "min-snr-5", "x0-clip-20" (diffusion.gaussian.parse_loss_weighting)
     precision: str = "fp32"  # "bf16": autocast; weights, optimizer and EMA stay fp32
     grad_checkpointing: bool = False
     seed: int = 0
@@ -105,6 +108,7 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+        parse_loss_weighting(self.loss_weighting)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -142,7 +142,8 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
                 with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
                     model_fn = functools.partial(condition, net, labels[mb], drop[mb],
                                                  None if image_targets is None else image_targets[mb])
-                    terms = diffusion.training_losses(model_fn, x0[mb], indices[mb], noise[mb])
+                    terms = diffusion.training_losses(model_fn, x0[mb], indices[mb], noise[mb],
+                                                       config.loss_weighting)
                     loss = terms["loss"].mean() * (micro / share)
                 loss.backward()
                 meter.add_losses(terms, micro)
