@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH)
 	$(BIN)/pip install -e ".[dev]"
+	# the reference Inception of one test; its own requirements would pull torchvision, which it does not need
+	$(BIN)/pip install --no-deps "torch-fidelity==0.4.0"
 	touch $@
 
 # The built-in digits/Skip-DiT: 20 labelled digits with Skip-Cache (demo-out/grid.png) and without it

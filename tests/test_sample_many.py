@@ -67,3 +67,29 @@ def test_video_models_pack_frames(tmp_path):
 def test_bad_input(tmp_path, capsys, extra, message):
     assert main(["sample-many", "--steps", "2", "--out", str(tmp_path), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_digits_end_to_end_sample_many_then_fid_prdc_and_is(tmp_path, capsys):
+    """The worked example of docs/evaluation.md in CI size: the built-in digits/Skip-DiT, cached and uncached,
+    through sample-many's .npz into `skipdit eval` with the shipped digits classifier as the feature network."""
+    pytest.importorskip("sklearn", reason="the real digits need scikit-learn")
+    common = ["--seeds", "0-39", "--sampler", "ddim", "--steps", "10", "--batch-size", "20", "--no-progress"]
+    assert main(["sample-many", *common, "--out", str(tmp_path / "none")]) == 0
+    assert main(["sample-many", *common, "--cache", "skip:N=2", "--out", str(tmp_path / "n2")]) == 0
+    noise = np.random.default_rng(0).integers(0, 256, (40, 16, 16, 1), dtype=np.uint8)
+    np.savez(tmp_path / "noise.npz", arr_0=noise)
+    capsys.readouterr()
+
+    def score(metric, samples, *extra):
+        assert main(["eval", metric, str(samples), *extra, "--features", "digits", "--json", "--no-progress"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    stats = tmp_path / "digits-real-stats.npz"
+    fid = {name: score("fid", tmp_path / name / "samples.npz", "digits-real", "--save-ref-stats", str(stats))["fid"]
+           for name in ("none", "n2")}
+    fid["noise"] = score("fid", tmp_path / "noise.npz", str(stats))["fid"]  # the saved real statistics
+    assert fid["noise"] > 3 * max(fid["none"], fid["n2"])
+    assert abs(fid["n2"] - fid["none"]) < 0.25 * fid["none"]  # the cache barely moves the distribution
+    prdc = score("prdc", tmp_path / "n2" / "samples.npz", "digits-real")
+    assert prdc["samples"] == 40 and prdc["reference"] == 1797 and prdc["precision"] > 0.3
+    assert score("is", tmp_path / "n2" / "samples.npz", "--splits", "2")["is"] > 5  # of at most 10 classes

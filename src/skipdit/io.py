@@ -1,4 +1,5 @@
-"""Images and videos on disk: uint8 conversion, per-sample PNGs, labelled grids, gif / mp4, seed lists."""
+"""Images and videos on disk: uint8 conversion, image reading, per-sample PNGs, labelled grids, gif / mp4, seed
+lists, lazy .npz arrays."""
 
 from __future__ import annotations
 
@@ -7,11 +8,23 @@ import os
 import re
 import secrets
 import struct
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def read_image(path) -> np.ndarray:
+    """An image file as uint8 (H, W, C): grey stays one channel, every other mode becomes RGB."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        array = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"))
+    return array[..., None] if array.ndim == 2 else array
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -280,3 +293,59 @@ def save_video_grid(videos: torch.Tensor, captions: Sequence[str], path, *, fps:
     _video_format(Path(path))
     frames = [np.asarray(make_grid(videos[:, k], captions, ncols)) for k in range(videos.shape[1])]
     return save_video(torch.from_numpy(np.stack(frames)), path, fps=fps, scale=1)
+
+
+# -- .npz members, read lazily -------------------------------------------------------------------------------
+class NpzArray:
+    """One array of an ``.npz`` (``arr_0`` by default) read from its zip member without loading it whole: the
+    shape and dtype come from the header, and :meth:`rows` streams the leading-axis items, so a 50,000-image ADM
+    batch or a folder-sized set of videos never sits in memory. Stored (uncompressed) and compressed members
+    both work; rows are read forwards only."""
+
+    def __init__(self, path, key: str = "arr_0"):
+        self.path, self.key = Path(path), key
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path} not found")
+        try:
+            with zipfile.ZipFile(self.path) as z:
+                names = z.namelist()
+                if f"{key}.npy" not in names:
+                    keys = [n[:-4] for n in names if n.endswith(".npy")]
+                    raise ValueError(f"{self.path} has no {key} array (it holds {', '.join(keys) or 'nothing'})")
+                with z.open(f"{key}.npy") as f:
+                    shape, fortran, dtype = self._header(f)
+        except zipfile.BadZipFile:
+            raise ValueError(f"{self.path} is not a valid .npz file") from None
+        if fortran or dtype.hasobject:
+            raise ValueError(f"{self.path}: {key} must be a C-ordered array of numbers, got {dtype}")
+        self.shape, self.dtype = tuple(shape), dtype
+
+    def _header(self, f):
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"{self.path}: unsupported .npy format version {version} of {self.key}")
+        return read(f)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, indices: Sequence[int] | None = None, batch_size: int = 1) -> Iterator[tuple[list[int], np.ndarray]]:
+        """``(indices, array (B, *shape[1:]))`` for the given row indices (all by default), ascending, in batches."""
+        indices = sorted(range(len(self)) if indices is None else indices)
+        if indices and not 0 <= indices[0] <= indices[-1] < len(self):
+            raise IndexError(f"row indices must be in [0, {len(self)}), got {indices[0]}..{indices[-1]}")
+        size = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        with zipfile.ZipFile(self.path) as z, z.open(f"{self.key}.npy") as f:
+            self._header(f)
+            start = f.tell()
+            for lo in range(0, len(indices), batch_size):
+                chunk = indices[lo : lo + batch_size]
+                data = []
+                for i in chunk:
+                    f.seek(start + i * size)  # forwards only: cheap on a compressed member
+                    row = f.read(size)
+                    if len(row) != size:
+                        raise ValueError(f"{self.path}: {self.key} ends early, at row {i}")
+                    data.append(row)
+                yield chunk, np.frombuffer(b"".join(data), self.dtype).reshape(len(chunk), *self.shape[1:])

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .cache import CacheStats
 from .distributed import barrier, init_distributed, resolve_device, shutdown
-from .io import atomic_write, save_image
+from .io import atomic_write, read_image, save_image
 from .sampling import generate
 
 SAMPLES_DIR = "samples"
@@ -104,13 +104,7 @@ def pack_npz(paths: Sequence[Path], npz: Path, labels: Sequence[int] | None = No
 
 
 def _read(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path)
-    from PIL import Image
-
-    with Image.open(path) as image:
-        array = np.asarray(image)
-    return array[..., None] if array.ndim == 2 else array  # NHWC, also for one channel
+    return np.load(path) if path.suffix == ".npy" else read_image(path)  # HWC, also for one channel
 
 
 def _write(path: Path, sample: torch.Tensor) -> None:

@@ -14,6 +14,7 @@ from . import (
     bench_cmd,
     cache_cmd,
     convert_cmd,
+    eval_cmd,
     export_cmd,
     latents_cmd,
     sample_cmd,
@@ -22,7 +23,7 @@ from . import (
 )
 
 COMMANDS = (sample_cmd, sample_many_cmd, train_cmd, export_cmd, convert_cmd, latents_cmd, cache_cmd, bench_cmd,
-            analyze_cmd)
+            analyze_cmd, eval_cmd)
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, ImportError, NotADirectoryError)
 
 

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..io import IMAGE_SUFFIXES
 from .config import DataConfig
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DIGITS_SIZE = 16
 LATENT_INDEX = "index.json"
 
@@ -177,10 +177,10 @@ class ImageFolder(Dataset):
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
         self.files: list[tuple[Path, int]] = [
             (f, label) for label, name in enumerate(self.classes) for f in sorted((root / name).rglob("*"))
-            if f.suffix.lower() in IMAGE_EXTENSIONS
+            if f.suffix.lower() in IMAGE_SUFFIXES
         ]
         if not self.files:
-            raise ValueError(f"no images in {root}: expected {root}/<class>/<image>{'|'.join(IMAGE_EXTENSIONS)}")
+            raise ValueError(f"no images in {root}: expected {root}/<class>/<image>{'|'.join(IMAGE_SUFFIXES)}")
         self.image_size = image_size
 
     def __len__(self) -> int:
