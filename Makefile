@@ -58,11 +58,14 @@ assets: install
 	$(BIN)/skipdit train --config configs/digits/t2i-skip.yaml --no-progress
 	$(BIN)/skipdit train --config configs/moving-digits/latte-skip.yaml --no-progress
 	$(BIN)/skipdit train --config configs/moving-digits/latte-t2v-skip.yaml --no-progress
+	$(BIN)/skipdit train --config configs/moving-digits/latte-skip-stage2.yaml --no-progress
+	$(BIN)/skipdit train --config configs/moving-digits/latte-t2v-skip-stage2.yaml --no-progress
 	$(BIN)/skipdit export runs/digits-skip-dit --out src/skipdit/assets/digits-skip-dit.safetensors
 	$(BIN)/skipdit export runs/digits-dit --out src/skipdit/assets/digits-dit.safetensors
 	$(BIN)/skipdit export runs/digits-t2i-skip --out src/skipdit/assets/digits-t2i-skip.safetensors
-	$(BIN)/skipdit export runs/moving-digits-latte-skip --out src/skipdit/assets/moving-digits-latte-skip.safetensors
-	$(BIN)/skipdit export runs/moving-digits-latte-t2v-skip \
+	$(BIN)/skipdit export runs/moving-digits-latte-skip-stage2 \
+		--out src/skipdit/assets/moving-digits-latte-skip.safetensors
+	$(BIN)/skipdit export runs/moving-digits-latte-t2v-skip-stage2 \
 		--out src/skipdit/assets/moving-digits-latte-t2v-skip.safetensors
 
 # Accuracy and FDD of both digits runs at every 500 steps (docs/benchmarks.md).

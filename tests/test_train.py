@@ -320,6 +320,9 @@ def test_export_writes_the_ema_weights(tmp_path, capsys):
     train(cfg, progress=False)
     assert main(["export", cfg.run_dir, "--out", str(tmp_path / "m.safetensors")]) == 0
     model = load(tmp_path / "m.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors alone makes 0600
     _, ema = final_state(cfg.run_dir, "ema")
     assert_same_state(model.state_dict(), ema)
     assert main(["export", cfg.run_dir, "--step", "7"]) == 2

@@ -142,11 +142,18 @@ def atomic_write(path: Path, write) -> Path:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) create their files 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_video(frames: torch.Tensor, path, *, fps: int = 8, scale: int | None = None) -> Path:

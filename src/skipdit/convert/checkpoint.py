@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ..assets import resolve_weights
+from ..io import atomic_write
 from ..models.presets import arch_of, config_from_dict, model_from_config, preset_config
 from ..models.skip import init_long_skips_
 from .latte import heads_for, is_diffusers_folder, latte_geometry, latte_t2v_geometry, read_diffusers_latte
@@ -309,16 +309,7 @@ def save(model, path: str | os.PathLike, extra_metadata: dict[str, str] | None =
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"output must end in .safetensors, got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {CONFIG_KEY: json.dumps(asdict(model.config)), ARCH_KEY: arch_of(model.config),
                 **(extra_metadata or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))  # usual permissions
