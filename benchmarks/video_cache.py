@@ -8,7 +8,8 @@ videos show the right digit moving the right way (:mod:`skipdit.metrics.moving_d
   along one axis (7 for every real video).
 
 The uncached run and each cache spec sample the same seeds with the same sampler, in this process, one
-after the other; speed-ups are uncached seconds / cached seconds. Times are the denoising loops only.
+after the other, after a warm-up at the full batch; the uncached run is repeated at the end, and speed-ups
+are the faster uncached time / cached seconds. Times are the denoising loops only.
 
     python benchmarks/video_cache.py --repeats 1 --json docs/figures/video-cache.json
 """
@@ -74,18 +75,19 @@ def main() -> None:
             condition = dict(prompts=[caption(d, m) for d, m in pairs], text_encoder=encoder)
         else:
             condition = dict(labels=digits)
-        warm = {k: v[:2] for k, v in condition.items() if k != "text_encoder"}
-        generate(model, seeds[:2], **{**settings, **condition, **warm, "steps": 3})  # warm-up
+        generate(model, seeds, **{**settings, **condition, "steps": 2})  # warm-up at the full batch
         base = generate(model, seeds, **settings, **condition)
         runs = [("none", base)] + [(spec, generate(model, seeds, cache=spec, **settings, **condition))
                                    for spec in CACHES[model.conditioning]]
+        again = generate(model, seeds, **settings, **condition)  # uncached once more, after the cached runs
+        base_seconds = min(base.seconds, again.seconds)  # the faster uncached run: speed-ups err low
         for spec, out in runs:
             scores = md.score(out.images, digits, moves if model.conditioning == "text" else None)
             motion = scores.get("motion_accuracy", travelled(out.images).item())
             row = {
                 "model": name, "sampler": f"{settings['sampler']}-{settings['steps']}", "cache": spec,
                 "full": out.stats.full_steps, "cached": out.stats.cached_steps,
-                "ideal": out.stats.ideal_speedup, "measured": base.seconds / out.seconds,
+                "ideal": out.stats.ideal_speedup, "measured": base_seconds / out.seconds,
                 "psnr": psnr(out.images, base.images).mean().item() if spec != "none" else None,
                 "digit_accuracy": scores["digit_accuracy"], "motion": motion,
                 "motion_metric": "accuracy" if "motion_accuracy" in scores else "travelled >= 5 px",
