@@ -12,6 +12,7 @@ after the other, after a warm-up at the full batch; the uncached run is repeated
 are the faster uncached time / cached seconds. Times are the denoising loops only.
 
     python benchmarks/video_cache.py --repeats 1 --json docs/figures/video-cache.json
+    python benchmarks/video_cache.py --score-only --models runs/moving-digits-latte-t2v-skip/checkpoints/ckpt-0009800.pt
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--cfg-scale", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--score-only", action="store_true",
+                        help="only the uncached run's digit and motion scores (e.g. of a training checkpoint)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     if args.threads:
@@ -77,10 +80,12 @@ def main() -> None:
             condition = dict(labels=digits)
         generate(model, seeds, **{**settings, **condition, "steps": 2})  # warm-up at the full batch
         base = generate(model, seeds, **settings, **condition)
+        specs = [] if args.score_only else CACHES[model.conditioning]
         runs = [("none", base)] + [(spec, generate(model, seeds, cache=spec, **settings, **condition))
-                                   for spec in CACHES[model.conditioning]]
-        again = generate(model, seeds, **settings, **condition)  # uncached once more, after the cached runs
-        base_seconds = min(base.seconds, again.seconds)  # the faster uncached run: speed-ups err low
+                                   for spec in specs]
+        base_seconds = base.seconds
+        if specs:  # uncached once more, after the cached runs; the faster one: speed-ups err low
+            base_seconds = min(base_seconds, generate(model, seeds, **settings, **condition).seconds)
         for spec, out in runs:
             scores = md.score(out.images, digits, moves if model.conditioning == "text" else None)
             motion = scores.get("motion_accuracy", travelled(out.images).item())

@@ -153,6 +153,8 @@ def test_t2v_export_records_the_text_encoder(tmp_path):
     train(cfg, progress=False)
     path = export(cfg.run_dir)
     assert stored_text_encoder(path) == {"name": "minilm", "max_length": 12}
+    checkpoint = sorted((Path(cfg.run_dir) / "checkpoints").glob("ckpt-*.pt"))[-1]
+    assert stored_text_encoder(checkpoint) == {"name": "minilm", "max_length": 12}  # the run's checkpoint too
     model = load(path)
     assert type(model) is LatteT2V and model.has_long_skips
     c = model.config

@@ -191,18 +191,15 @@ def run_fvd(args) -> int:
                             seed=args.seed)
     fake_clips = F.ClipSpec(args.clip_length, 1, max_videos=args.num_videos, seed=args.seed)
     detector = F.load_detector(args.detector, args.device)
+    if args.save_ref_stats and F.is_stats_file(args.reference):
+        raise ValueError(f"{args.reference} already holds statistics; --save-ref-stats needs the real videos")
     options = dict(batch_size=args.batch_size, progress=not args.no_progress)
-    real = args.reference
+    real = F.load_or_compute_stats(args.reference, detector, real_clips, "real", **options)
+    fake = F.load_or_compute_stats(args.samples, detector, fake_clips, "fake", **options)
     if args.save_ref_stats:
-        if F.is_stats_file(real):
-            raise ValueError(f"{real} already holds statistics; --save-ref-stats needs the real videos")
-        real = F.video_stats(real, detector, real_clips, **options)
         F.save_stats(real, args.save_ref_stats)
-    fake = F.video_stats(args.samples, detector, fake_clips, **options) if not F.is_stats_file(args.samples) \
-        else args.samples
-    score = F.fvd(real, fake, detector, real_clips=real_clips, fake_clips=fake_clips, **options)
-    counts = [x.count if isinstance(x, F.VideoStats) else F.load_stats(x).count for x in (fake, real)]
-    result = {"fvd": score, "samples": counts[0], "reference": counts[1], "feature_net": detector.name,
+    score = F.fvd(real, fake, detector, real_clips=real_clips, fake_clips=fake_clips)
+    result = {"fvd": score, "samples": fake.count, "reference": real.count, "feature_net": detector.name,
               "real_clips": asdict(real_clips), "fake_clips": asdict(fake_clips)}
     lines = [f"FVD: {score:.4f}"]
     if args.frame_fid:

@@ -290,15 +290,25 @@ def load(
 
 
 def stored_text_encoder(path) -> dict | None:
-    """The text encoder spec (``{"name", "max_length"}``) in our safetensors' metadata, if any."""
+    """The text encoder spec (``{"name", "max_length"}``) a text model was trained with: from our safetensors'
+    metadata, or from a ``skipdit train`` checkpoint's config; None if the file does not say."""
     source = resolve_weights(path)
-    if source.suffix != ".safetensors" or not source.is_file():
+    if not source.is_file():
         return None
-    from safetensors import safe_open
+    if source.suffix == ".safetensors":
+        from safetensors import safe_open
 
-    with safe_open(str(source), framework="pt") as f:
-        metadata = f.metadata() or {}
-    return json.loads(metadata[TEXT_KEY]) if TEXT_KEY in metadata else None
+        with safe_open(str(source), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return json.loads(metadata[TEXT_KEY]) if TEXT_KEY in metadata else None
+    try:
+        payload = torch.load(source, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(source))
+    except Exception:  # not ours to judge here: loading the weights reports unreadable files
+        return None
+    config = payload.get("config") if isinstance(payload, dict) else None
+    if not isinstance(config, dict) or "text_encoder" not in config:
+        return None
+    return {"name": config["text_encoder"], "max_length": config.get("text_max_length")}
 
 
 # -- writing ------------------------------------------------------------------------------------------

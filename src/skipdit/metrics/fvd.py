@@ -358,8 +358,10 @@ def check_protocol(stats: VideoStats, spec: ClipSpec, detector_name: str, what: 
         raise ValueError(f"{what} were made with {have}, but this comparison uses {need}: recompute them")
 
 
-def _stats(source: VideoStats | VideoSet | PathLike, detector: Detector, spec: ClipSpec, what: str,
-           **kwargs) -> VideoStats:
+def load_or_compute_stats(source: VideoStats | VideoSet | PathLike, detector: Detector, spec: ClipSpec,
+                          what: str = "the", **kwargs) -> VideoStats:
+    """Statistics of ``source``: given or saved ones (checked against ``spec`` and the detector), else computed
+    from its videos (``kwargs`` go to :func:`video_stats`)."""
     if isinstance(source, VideoStats) or (not isinstance(source, VideoSet) and is_stats_file(source)):
         stats = source if isinstance(source, VideoStats) else load_stats(source)
         check_protocol(stats, spec, detector.name, f"the {what} statistics" + (
@@ -377,8 +379,8 @@ def fvd(real: VideoStats | VideoSet | PathLike, fake: VideoStats | VideoSet | Pa
                          f"{fake_clips.clip_length}")
     detector = _as_detector(detector, device)
     kwargs = dict(batch_size=batch_size, progress=progress)
-    r = _stats(real, detector, real_clips, "real", **kwargs)
-    f = _stats(fake, detector, fake_clips, "fake", **kwargs)
+    r = load_or_compute_stats(real, detector, real_clips, "real", **kwargs)
+    f = load_or_compute_stats(fake, detector, fake_clips, "fake", **kwargs)
     return frechet_distance(r.mu, r.sigma, f.mu, f.sigma)
 
 
