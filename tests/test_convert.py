@@ -6,6 +6,7 @@ import torch
 import skipdit
 from skipdit.convert import detect_format, infer_config, load, read_checkpoint, save
 from skipdit.convert.diffusers import build_diffusers_dit, from_diffusers_dit, to_diffusers_dit
+from skipdit.errors import UserError
 
 from .conftest import tiny_model
 
@@ -76,7 +77,7 @@ def test_unreadable_files(tmp_path):
     broken.write_bytes(b"\x00" * 16)
     with pytest.raises(ValueError, match="not a valid safetensors"):
         read_checkpoint(broken)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError):
         read_checkpoint(tmp_path / "missing.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a DiT"):

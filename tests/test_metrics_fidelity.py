@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from skipdit.errors import UserError
 from skipdit.metrics import LPIPS, cosine_similarity, lpips, mse, psnr, ssim
 
 
@@ -223,9 +224,9 @@ def test_lpips_rejects_images_below_the_trunks_minimum_size(saved):
 def test_lpips_missing_files_say_which_file_and_what_it_is(saved, tmp_path):
     net, root, *_ = saved
     name = {"alex": "AlexNet", "vgg": "VGG16"}[net]
-    with pytest.raises(FileNotFoundError, match=f"nope.pth not found.*torchvision's {name} ImageNet weights"):
+    with pytest.raises(UserError, match=f"nope.pth not found.*torchvision's {name} ImageNet weights"):
         LPIPS.load(tmp_path / "nope.pth", root / "heads.pth", net=net)
-    with pytest.raises(FileNotFoundError, match=f"nope.pth not found.*linear heads for {name}"):
+    with pytest.raises(UserError, match=f"nope.pth not found.*linear heads for {name}"):
         LPIPS.load(root / "backbone.pth", tmp_path / "nope.pth", net=net)
     with pytest.raises(ValueError, match="unknown LPIPS net 'squeeze'.*'alex', 'vgg'"):
         LPIPS.load(root / "backbone.pth", root / "heads.pth", net="squeeze")

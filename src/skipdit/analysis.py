@@ -34,6 +34,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .diffusion import GaussianDiffusion, make_betas
 from .diffusion.schedule import respace_betas
+from .errors import UserError
 from .io import atomic_write
 from .models.skip import fuse
 
@@ -66,25 +67,25 @@ def check_settings(
 ) -> None:
     """Raise ``ValueError`` (one line) for a setting the analyses cannot use."""
     if isinstance(t, bool) or int(t) != t or not 0 <= t < NUM_TIMESTEPS:
-        raise ValueError(f"t must be an integer timestep in 0..{NUM_TIMESTEPS - 1}, got {t}")
+        raise UserError(f"t must be an integer timestep in 0..{NUM_TIMESTEPS - 1}, got {t}")
     if int(batch) != batch or batch < 1:
-        raise ValueError(f"batch must be a positive integer, got {batch}")
+        raise UserError(f"batch must be a positive integer, got {batch}")
     if int(grid) != grid or grid < 3 or grid % 2 == 0:
-        raise ValueError(f"grid must be an odd integer >= 3 (so that alpha = beta = 0 is on it), got {grid}")
+        raise UserError(f"grid must be an odd integer >= 3 (so that alpha = beta = 0 is on it), got {grid}")
     if not (math.isfinite(radius) and radius > 0):
-        raise ValueError(f"radius must be a positive number, got {radius}")
+        raise UserError(f"radius must be a positive number, got {radius}")
     if int(iters) != iters or iters < 1:
-        raise ValueError(f"iters must be a positive integer, got {iters}")
+        raise UserError(f"iters must be a positive integer, got {iters}")
     if inputs not in INPUTS:
-        raise ValueError(f"unknown inputs {inputs!r}; valid: {', '.join(INPUTS)}")
+        raise UserError(f"unknown inputs {inputs!r}; valid: {', '.join(INPUTS)}")
     if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps}")
+        raise UserError(f"steps must be a positive integer, got {steps}")
 
 
 def check_model(model: nn.Module) -> None:
     """Only class-conditional (or unconditional) unit stacks: text models would need prompts."""
     if getattr(model, "conditioning", None) != "class" or not hasattr(model, "run_units"):
-        raise ValueError(f"analyze supports class-conditional DiT / Latte models, not {type(model).__name__}")
+        raise UserError(f"analyze supports class-conditional DiT / Latte models, not {type(model).__name__}")
 
 
 @torch.no_grad()
@@ -209,7 +210,7 @@ def power_iteration(
     Attention runs on the math SDPA kernel, the one with forward-mode AD.
     """
     if int(iters) != iters or iters < 1:
-        raise ValueError(f"iters must be a positive integer, got {iters}")
+        raise UserError(f"iters must be a positive integer, got {iters}")
     groups = x.shape[0] if groups is None else groups
     gen = torch.Generator().manual_seed(int(seed))
     v = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
@@ -398,7 +399,7 @@ def _figure(**kwargs):
     try:
         from matplotlib.figure import Figure  # the object API needs no pyplot and no global backend
     except ImportError as err:
-        raise ImportError(_NEED_PLOTS) from err
+        raise UserError(_NEED_PLOTS) from err
     return Figure(**kwargs)
 
 

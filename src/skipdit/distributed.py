@@ -8,6 +8,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .errors import UserError
+
 
 def init_distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; one process without it. The process
@@ -30,7 +32,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but CUDA is not available")
+        raise UserError("device cuda requested but CUDA is not available")
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
     return device

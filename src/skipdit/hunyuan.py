@@ -23,6 +23,7 @@ import torch
 
 from . import cache as skip_cache
 from .cache import CacheStats, parse_cache
+from .errors import UserError
 from .io import to_uint8
 from .sampling import PRECISIONS, Generation
 
@@ -31,20 +32,20 @@ def load_hunyuan(model_dir: str | os.PathLike, *, device: str | torch.device = "
     """A ``HunyuanDiTPipeline`` from a local diffusers folder (``model_index.json`` and its parts)."""
     path = Path(model_dir)
     if not (path / "model_index.json").is_file():
-        raise FileNotFoundError(f"no diffusers pipeline at {path}: expected model_index.json (a local copy of "
+        raise UserError(f"no diffusers pipeline at {path}: expected model_index.json (a local copy of "
                                 "e.g. Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers)")
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     try:
         from diffusers import HunyuanDiTPipeline
     except ImportError as err:
-        raise ImportError("Hunyuan-DiT needs diffusers and transformers: pip install 'skipdit[diffusers,text]'") \
+        raise UserError("Hunyuan-DiT needs diffusers and transformers: pip install 'skipdit[diffusers,text]'") \
             from err
     dtype = PRECISIONS[precision] or torch.float32
     try:
         pipe = HunyuanDiTPipeline.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype)
     except Exception as err:  # diffusers raises several types for incomplete folders
-        raise ValueError(f"cannot load the Hunyuan-DiT pipeline in {path}: {err}") from None
+        raise UserError(f"cannot load the Hunyuan-DiT pipeline in {path}: {err}") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -59,7 +60,7 @@ def generate_hunyuan(
     seeds = [int(s) for s in seeds]
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not seeds or not prompts:
-        raise ValueError("no seeds or no prompts given")
+        raise UserError("no seeds or no prompts given")
     prompts = [prompts[k % len(prompts)] for k in range(len(seeds))]
     policy = parse_cache(cache)
     pipe.set_progress_bar_config(disable=not progress)

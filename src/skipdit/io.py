@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UserError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -39,13 +41,13 @@ def parse_int_list(text: str, what: str = "seeds") -> list[int]:
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not match:
-            raise ValueError(f"invalid {what} {text!r}: use numbers and ranges like 0-7,10")
+            raise UserError(f"invalid {what} {text!r}: use numbers and ranges like 0-7,10")
         lo, hi = int(match[1]), int(match[2] or match[1])
         if hi < lo:
-            raise ValueError(f"invalid {what} range {part!r}: end before start")
+            raise UserError(f"invalid {what} range {part!r}: end before start")
         out.extend(range(lo, hi + 1))
     if not out:
-        raise ValueError(f"no {what} given")
+        raise UserError(f"no {what} given")
     return out
 
 
@@ -120,7 +122,7 @@ _NEED_FFMPEG = "writing mp4 needs imageio-ffmpeg: pip install 'skipdit[video]'"
 def _video_format(path: Path) -> str:
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in VIDEO_FORMATS:
-        raise ValueError(f"unknown video format {path.suffix!r} ({path.name}): use one of {VIDEO_FORMATS}")
+        raise UserError(f"unknown video format {path.suffix!r} ({path.name}): use one of {VIDEO_FORMATS}")
     return fmt
 
 
@@ -131,7 +133,7 @@ def default_video_scale(height: int, width: int) -> int:
 
 def _check_frames(frames: torch.Tensor) -> None:
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] not in (1, 3) or len(frames) == 0:
-        raise ValueError(f"frames must be uint8 (F, H, W, C) with C in (1, 3) and F >= 1, "
+        raise UserError(f"frames must be uint8 (F, H, W, C) with C in (1, 3) and F >= 1, "
                          f"got {frames.dtype} {tuple(frames.shape)}")
 
 
@@ -168,17 +170,17 @@ def save_video(frames: torch.Tensor, path, *, fps: int = 8, scale: int | None = 
     fmt = _video_format(path)
     _check_frames(frames)
     if int(fps) != fps or fps < 1:
-        raise ValueError(f"fps must be a positive integer, got {fps!r}")
+        raise UserError(f"fps must be a positive integer, got {fps!r}")
     scale = default_video_scale(*frames.shape[1:3]) if scale is None else scale
     if int(scale) != scale or scale < 1:
-        raise ValueError(f"scale must be a positive integer or None, got {scale!r}")
+        raise UserError(f"scale must be a positive integer or None, got {scale!r}")
     frames = frames.cpu().repeat_interleave(int(scale), 1).repeat_interleave(int(scale), 2)  # (F, sH, sW, C)
     if fmt == "gif":
         return atomic_write(path, lambda tmp: _write_gif(frames, tmp, int(fps)))
     try:
         import imageio_ffmpeg
     except ImportError as err:
-        raise ImportError(_NEED_FFMPEG) from err
+        raise UserError(_NEED_FFMPEG) from err
     return atomic_write(path, lambda tmp: _write_mp4(imageio_ffmpeg, frames, tmp, int(fps)))
 
 
@@ -252,7 +254,7 @@ def read_video(path) -> torch.Tensor:
     path = Path(path)
     fmt = _video_format(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no video at {path}")
+        raise UserError(f"no video at {path}")
     if fmt == "gif":
         from PIL import Image, ImageSequence
 
@@ -262,7 +264,7 @@ def read_video(path) -> torch.Tensor:
     try:
         import imageio_ffmpeg
     except ImportError as err:
-        raise ImportError(_NEED_FFMPEG.replace("writing", "reading")) from err
+        raise UserError(_NEED_FFMPEG.replace("writing", "reading")) from err
     reader = imageio_ffmpeg.read_frames(str(path))
     try:
         w, h = next(reader)["size"]
@@ -276,10 +278,10 @@ def save_videos(videos: torch.Tensor, names: Sequence[str], out_dir, *, formats:
                 fps: int = 8, scale: int | None = None) -> list[Path]:
     """``out_dir/<name>.<format>`` for each video (N, F, H, W, C) uint8 and each format, in that order."""
     if len(names) != len(videos):
-        raise ValueError(f"{len(videos)} videos but {len(names)} names")
+        raise UserError(f"{len(videos)} videos but {len(names)} names")
     bad = [f for f in formats if f not in VIDEO_FORMATS]
     if bad:
-        raise ValueError(f"unknown video format(s) {bad}: use {VIDEO_FORMATS}")
+        raise UserError(f"unknown video format(s) {bad}: use {VIDEO_FORMATS}")
     out_dir = Path(out_dir)
     return [save_video(video, out_dir / f"{name}.{fmt}", fps=fps, scale=scale)
             for video, name in zip(videos, names) for fmt in formats]
@@ -296,7 +298,7 @@ def save_video_grid(videos: torch.Tensor, captions: Sequence[str], path, *, fps:
                     ncols: int | None = None) -> Path:
     """One animated gif/mp4 whose frame ``k`` is :func:`make_grid` of frame ``k`` of every video (N, F, H, W, C)."""
     if videos.dim() != 5:
-        raise ValueError(f"videos must be uint8 (N, F, H, W, C), got {tuple(videos.shape)}")
+        raise UserError(f"videos must be uint8 (N, F, H, W, C), got {tuple(videos.shape)}")
     _video_format(Path(path))
     frames = [np.asarray(make_grid(videos[:, k], captions, ncols)) for k in range(videos.shape[1])]
     return save_video(torch.from_numpy(np.stack(frames)), path, fps=fps, scale=1)
@@ -312,26 +314,26 @@ class NpzArray:
     def __init__(self, path, key: str = "arr_0"):
         self.path, self.key = Path(path), key
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path} not found")
+            raise UserError(f"{self.path} not found")
         try:
             with zipfile.ZipFile(self.path) as z:
                 names = z.namelist()
                 if f"{key}.npy" not in names:
                     keys = [n[:-4] for n in names if n.endswith(".npy")]
-                    raise ValueError(f"{self.path} has no {key} array (it holds {', '.join(keys) or 'nothing'})")
+                    raise UserError(f"{self.path} has no {key} array (it holds {', '.join(keys) or 'nothing'})")
                 with z.open(f"{key}.npy") as f:
                     shape, fortran, dtype = self._header(f)
         except zipfile.BadZipFile:
-            raise ValueError(f"{self.path} is not a valid .npz file") from None
+            raise UserError(f"{self.path} is not a valid .npz file") from None
         if fortran or dtype.hasobject:
-            raise ValueError(f"{self.path}: {key} must be a C-ordered array of numbers, got {dtype}")
+            raise UserError(f"{self.path}: {key} must be a C-ordered array of numbers, got {dtype}")
         self.shape, self.dtype = tuple(shape), dtype
 
     def _header(self, f):
         version = np.lib.format.read_magic(f)
         read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
         if read is None:
-            raise ValueError(f"{self.path}: unsupported .npy format version {version} of {self.key}")
+            raise UserError(f"{self.path}: unsupported .npy format version {version} of {self.key}")
         return read(f)
 
     def __len__(self) -> int:
@@ -353,6 +355,6 @@ class NpzArray:
                     f.seek(start + i * size)  # forwards only: cheap on a compressed member
                     row = f.read(size)
                     if len(row) != size:
-                        raise ValueError(f"{self.path}: {self.key} ends early, at row {i}")
+                        raise UserError(f"{self.path}: {self.key} ends early, at row {i}")
                     data.append(row)
                 yield chunk, np.frombuffer(b"".join(data), self.dtype).reshape(len(chunk), *self.shape[1:])

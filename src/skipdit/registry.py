@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from .errors import UserError
+
 T = TypeVar("T")
 
 
@@ -15,7 +17,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str, item: T) -> T:
         if name in self._items:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
+            raise UserError(f"{self.kind} {name!r} is already registered")
         self._items[name] = item
         return item
 
@@ -23,7 +25,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise ValueError(f"unknown {self.kind} {name!r}; valid: {', '.join(self._items)}") from None
+            raise UserError(f"unknown {self.kind} {name!r}; valid: {', '.join(self._items)}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .cache import CacheStats
 from .distributed import barrier, init_distributed, resolve_device, shutdown
+from .errors import UserError
 from .io import atomic_write, read_image, save_image
 from .sampling import generate
 
@@ -51,13 +52,13 @@ def sample_many(
     :func:`skipdit.generate` (sampler, steps, cache, cfg_scale, vae, text_encoder, ...)."""
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
-        raise ValueError("seeds must be unique: each names one sample file")
+        raise UserError("seeds must be unique: each names one sample file")
     if labels is not None and len(labels) != len(seeds):
-        raise ValueError(f"{len(labels)} labels for {len(seeds)} seeds")
+        raise UserError(f"{len(labels)} labels for {len(seeds)} seeds")
     if prompts is not None and len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts for {len(seeds)} seeds")
+        raise UserError(f"{len(prompts)} prompts for {len(seeds)} seeds")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
     rank, world, local_rank = init_distributed()
     try:
         out = Path(out_dir)

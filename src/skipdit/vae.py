@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
+
 
 class VAEDecoder:
     """Wraps an ``AutoencoderKL``: ``decode(latents)`` -> images in [-1, 1], on the CPU."""
@@ -36,13 +38,13 @@ def load_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -> VAE
     if (path / "vae" / "config.json").is_file():
         path = path / "vae"
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no VAE at {path}: expected a diffusers AutoencoderKL folder with config.json")
+        raise UserError(f"no VAE at {path}: expected a diffusers AutoencoderKL folder with config.json")
     try:
         from diffusers import AutoencoderKL
     except ImportError as err:
-        raise ImportError("decoding latents needs diffusers: pip install 'skipdit[diffusers]'") from err
+        raise UserError("decoding latents needs diffusers: pip install 'skipdit[diffusers]'") from err
     try:
         vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
     except Exception as err:  # diffusers raises several types for broken folders
-        raise ValueError(f"cannot load the VAE in {path}: {err}") from None
+        raise UserError(f"cannot load the VAE in {path}: {err}") from None
     return VAEDecoder(vae, device)

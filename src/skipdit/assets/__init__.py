@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
+
 HERE = Path(__file__).parent
 
 BUILTIN_MODELS = {
@@ -26,13 +28,13 @@ DIGITS_EVALUATOR = "digits-evaluator.safetensors"  # python -m skipdit.metrics.d
 def asset_path(filename: str) -> Path:
     path = HERE / filename
     if not path.is_file():
-        raise FileNotFoundError(f"built-in asset {filename} is missing from {HERE}; reinstall skipdit")
+        raise UserError(f"built-in asset {filename} is missing from {HERE}; reinstall skipdit")
     return path
 
 
 def builtin_model_path(name: str) -> Path:
     if name not in BUILTIN_MODELS:
-        raise ValueError(f"unknown built-in model {name!r}; valid: {', '.join(BUILTIN_MODELS)}")
+        raise UserError(f"unknown built-in model {name!r}; valid: {', '.join(BUILTIN_MODELS)}")
     return asset_path(BUILTIN_MODELS[name])
 
 

@@ -43,6 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 METHODS: dict[str, tuple[str, ...]] = {
     "DiT": ("none", "pab", "fbc", "magcache"),
     "Latte-T2V": ("none", "pab", "fastercache"),
@@ -77,7 +79,7 @@ def _diffusers():
         import diffusers
         import diffusers.hooks  # noqa: F401  (the cache hooks)
     except ImportError as err:
-        raise ImportError("diffusers peers need diffusers (tested with 0.42.1): pip install 'skipdit[diffusers]'") \
+        raise UserError("diffusers peers need diffusers (tested with 0.42.1): pip install 'skipdit[diffusers]'") \
             from err
     return diffusers
 
@@ -131,9 +133,9 @@ class DiffusersPeer(nn.Module):
         family = getattr(getattr(model, "config", None), "family", type(model).__name__)
         valid = "; ".join(f"{name}: {', '.join(methods)}" for name, methods in METHODS.items())
         if family not in METHODS or method not in METHODS[family]:
-            raise ValueError(f"no diffusers peer {method!r} for {family}; the pairs that work (peers §2.5): {valid}")
+            raise UserError(f"no diffusers peer {method!r} for {family}; the pairs that work (peers §2.5): {valid}")
         if model.has_long_skips:
-            raise ValueError("diffusers' transformers have no long skips: a diffusers peer wraps a vanilla model")
+            raise UserError("diffusers' transformers have no long skips: a diffusers peer wraps a vanilla model")
         lib = _diffusers()
         self.family, self.method = family, method
         self.config = model.config
@@ -162,7 +164,7 @@ class DiffusersPeer(nn.Module):
         hooks = lib.hooks
         if self.method == "none":
             if options:
-                raise ValueError(f"method 'none' takes no options, got {sorted(options)}")
+                raise UserError(f"method 'none' takes no options, got {sorted(options)}")
             return {}
         if self.method == "pab":
             config = _config(hooks.PyramidAttentionBroadcastConfig, {**_PAB_DEFAULTS[self.family], **options},
@@ -172,11 +174,11 @@ class DiffusersPeer(nn.Module):
             hooks.apply_first_block_cache(self.transformer, _config(hooks.FirstBlockCacheConfig, options))
         elif self.method == "magcache":
             if options.get("mag_ratios") is None and not options.get("calibrate", False):
-                raise ValueError("MagCache needs mag_ratios for this model and sampler: get them with "
+                raise UserError("MagCache needs mag_ratios for this model and sampler: get them with "
                                  "calibrate_magcache(...), or pass calibrate=True")
             if "num_inference_steps" not in options:
                 if options.get("mag_ratios") is None:
-                    raise ValueError("pass num_inference_steps (the number of sampling steps) with calibrate=True")
+                    raise UserError("pass num_inference_steps (the number of sampling steps) with calibrate=True")
                 options["num_inference_steps"] = len(options["mag_ratios"])
             hooks.apply_mag_cache(self.transformer, _config(hooks.MagCacheConfig, options))
         elif self.method == "fastercache":
@@ -237,14 +239,14 @@ class DiffusersPeer(nn.Module):
         elif now == self._timestep:
             self._pass += 1
             if self.method in ("pab", "fastercache"):
-                raise ValueError(f"diffusers' {self.method} keeps one state per attention module: it needs guidance "
+                raise UserError(f"diffusers' {self.method} keeps one state per attention module: it needs guidance "
                                  "in one batch (generate(..., cfg_batched=True))")
         else:
             self._pass = 0
             self._step += 1
         steps = self._options.get("num_inference_steps")
         if self.method == "magcache" and self._step >= steps:
-            raise ValueError(f"MagCache was set up for {steps} sampling steps; this run has more")
+            raise UserError(f"MagCache was set up for {steps} sampling steps; this run has more")
         self._fresh = False
         self._timestep = now
 
@@ -253,7 +255,7 @@ class DiffusersPeer(nn.Module):
         """``forward(x, t, y)`` for DiT, ``forward(x, t, text, text_mask=None)`` for Latte-T2V, as our models;
         ``t`` on the 0..999 scale."""
         if cache is not None:
-            raise ValueError("a diffusers peer brings its own cache: call generate(..., cache=None)")
+            raise UserError("a diffusers peer brings its own cache: call generate(..., cache=None)")
         self._track(t)
         rows = x.shape[0] * (x.shape[2] if x.ndim == 5 else 1)
         self._counts["forwards"] += 1
@@ -276,11 +278,11 @@ class DiffusersPeer(nn.Module):
     ) -> torch.Tensor:
         frames = x.shape[2]
         if frames != self.config.num_frames:  # diffusers adds its whole temporal table
-            raise ValueError(f"the diffusers Latte peer makes {self.config.num_frames} frames, got {frames}")
+            raise UserError(f"the diffusers Latte peer makes {self.config.num_frames} frames, got {frames}")
         swap = self.method == "fastercache" and not self._options.get("is_guidance_distilled", False)
         if swap:
             if x.shape[0] % 2:
-                raise ValueError("FasterCache expects a guidance batch [cond, uncond]; without guidance pass "
+                raise UserError("FasterCache expects a guidance batch [cond, uncond]; without guidance pass "
                                  "is_guidance_distilled=True")
             x, t, text, text_mask = (_swap_halves(v) for v in (x, t, text, text_mask))
         mask = None
@@ -308,7 +310,7 @@ def _config(cls, options: dict[str, Any], **owned: Any):
     valid = sorted(f.name for f in dataclasses.fields(cls) if not f.name.startswith("_") and f.name not in owned)
     bad = sorted(set(options) - set(valid))
     if bad:
-        raise ValueError(f"unknown {cls.__name__} option(s) {bad}; valid: {', '.join(valid)}")
+        raise UserError(f"unknown {cls.__name__} option(s) {bad}; valid: {', '.join(valid)}")
     return cls(**options, **owned)
 
 
@@ -330,7 +332,7 @@ def _build_latte_t2v(model: nn.Module, lib) -> nn.Module:
     """diffusers' ``LatteTransformer3DModel`` with our weights (our LatteT2V uses its parameter names)."""
     cfg = model.config
     if cfg.mlp_ratio != 4.0:
-        raise ValueError("diffusers' Latte supports mlp_ratio 4 only")
+        raise UserError("diffusers' Latte supports mlp_ratio 4 only")
     target = lib.LatteTransformer3DModel(
         num_attention_heads=cfg.num_heads, attention_head_dim=cfg.hidden_size // cfg.num_heads,
         in_channels=cfg.in_channels, out_channels=cfg.out_channels, num_layers=cfg.depth,

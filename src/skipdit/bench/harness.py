@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..cache import TeaCache, parse_cache
 from ..cache.skip_cache import PRESETS as SKIP_PRESETS
 from ..cache.teacache import calibrate as teacache_calibrate
+from ..errors import UserError
 from ..metrics import psnr, ssim
 from ..metrics.fidelity import SSIM_WINDOW
 from ..sampling import Generation, generate
@@ -101,7 +102,7 @@ def select_methods(names: str, steps: int) -> list[Method]:
         else:
             policy = parse_cache(name)  # a spec: fails with the list of families if malformed
             if policy is None:
-                raise ValueError(f"--caches {name!r}: nothing to compare ('none' is always the reference)")
+                raise UserError(f"--caches {name!r}: nothing to compare ('none' is always the reference)")
             family = "skip" if policy.family in SKIP_PRESETS else policy.family
             shown, on, _ = FAMILIES.get(family, (family, "baseline", ()))
             methods.append(Method(shown, name.partition(":")[2] or "defaults", on, name))

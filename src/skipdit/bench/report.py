@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import UserError
 from .harness import Row
 
 # Figure 1a compares Skip-DiT + Skip-Cache with vanilla DiT + FORA and + DeepCache-style, at the same N.
@@ -95,5 +96,5 @@ def _figure(size: tuple[float, float]):
     try:
         from matplotlib.figure import Figure  # the object API: no pyplot, no global backend
     except ImportError as err:
-        raise ImportError("the bench plots need matplotlib: pip install 'skipdit[plots]'") from err
+        raise UserError("the bench plots need matplotlib: pip install 'skipdit[plots]'") from err
     return Figure(figsize=size)

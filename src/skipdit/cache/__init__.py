@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import UserError
 from ..registry import Registry
 from .adaptive import AdaptiveSkipCache
 from .base import CachePolicy, CacheState, CacheStats, StepPlan
@@ -48,7 +49,7 @@ def parse_cache(spec: str | CachePolicy | None) -> CachePolicy | None:
     try:
         parser = CACHE_FAMILIES.get(family.strip())
     except ValueError as err:
-        raise ValueError(f"malformed cache spec {spec!r}: {err}") from None
+        raise UserError(f"malformed cache spec {spec!r}: {err}") from None
     return parser(family.strip(), args, spec)
 
 

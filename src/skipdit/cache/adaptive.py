@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from .base import CachePolicy, LaggedScalar, StepPlan, relative_l1
 from .schedule import interval_schedule
 
@@ -41,16 +42,16 @@ class AdaptiveSkipCache(CachePolicy):
 
     def __post_init__(self):
         if self.threshold < 0 or self.branch < 1 or self.max_interval < 1:
-            raise ValueError("adaptive Skip-Cache needs threshold >= 0, b >= 1 and max >= 1")
+            raise UserError("adaptive Skip-Cache needs threshold >= 0, b >= 1 and max >= 1")
 
     def check_model(self, model) -> None:
         if not getattr(model, "has_long_skips", False):
-            raise ValueError("adaptive Skip-Cache needs a model with long skips (a -skip preset)")
+            raise UserError("adaptive Skip-Cache needs a model with long skips (a -skip preset)")
         self.check_units(model.num_units)
 
     def check_units(self, num_units: int) -> None:
         if 2 * self.branch > num_units:
-            raise ValueError(f"b={self.branch} needs b <= {num_units // 2} for a model of {num_units} units")
+            raise UserError(f"b={self.branch} needs b <= {num_units // 2} for a model of {num_units} units")
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
         """Tentative: the window's full steps are full; the others are decided as they run."""

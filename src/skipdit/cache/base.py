@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import UserError
+
 Ranges = tuple[tuple[int, int], ...]  # half-open unit ranges run at a step
 
 
@@ -70,7 +72,7 @@ class CacheStats:
 
     def __add__(self, other: CacheStats) -> CacheStats:
         if other.units_per_step != self.units_per_step:
-            raise ValueError("cannot add stats of models with different unit counts")
+            raise UserError("cannot add stats of models with different unit counts")
         return CacheStats(
             self.steps + other.steps, self.full_steps + other.full_steps, self.cached_steps + other.cached_steps,
             self.unit_evals + other.unit_evals, self.units_per_step,
@@ -154,7 +156,7 @@ class CacheState:
 
     def begin_step(self, k: int) -> None:
         if not 0 <= k < len(self.plan):
-            raise ValueError(f"step {k} is outside the planned {len(self.plan)} steps")
+            raise UserError(f"step {k} is outside the planned {len(self.plan)} steps")
         self.step, self._call = k, 0
 
     def run_units(self, model, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -184,7 +186,7 @@ def parse_items(text: str, spec: str) -> list[tuple[str, str, str]]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         match = _ITEM.fullmatch(part)
         if not match:
-            raise ValueError(f"malformed cache spec {spec!r}: cannot read {part!r} (expected key=value)")
+            raise UserError(f"malformed cache spec {spec!r}: cannot read {part!r} (expected key=value)")
         items.append(match.groups())
     return items
 
@@ -203,9 +205,9 @@ def _parse_number(kind, what: str, value: str, key: str, spec: str, minimum):
     try:
         number = kind(value)
     except ValueError:
-        raise ValueError(f"malformed cache spec {spec!r}: {key} must be {what}, got {value!r}") from None
+        raise UserError(f"malformed cache spec {spec!r}: {key} must be {what}, got {value!r}") from None
     if minimum is not None and number < minimum:
-        raise ValueError(f"malformed cache spec {spec!r}: {key} must be >= {minimum}, got {number}")
+        raise UserError(f"malformed cache spec {spec!r}: {key} must be >= {minimum}, got {number}")
     return number
 
 
@@ -217,9 +219,9 @@ def parse_policy(cls, family: str, args: str, spec: str, keys: dict[str, str], *
     values = dict(fixed)
     for key, op, value in parse_items(args, spec):
         if key not in keys:
-            raise ValueError(f"malformed cache spec {spec!r}: unknown key {key!r}; valid: {', '.join(keys)}")
+            raise UserError(f"malformed cache spec {spec!r}: unknown key {key!r}; valid: {', '.join(keys)}")
         if op != "=":
-            raise ValueError(f"malformed cache spec {spec!r}: write {key}={value}")
+            raise UserError(f"malformed cache spec {spec!r}: write {key}={value}")
         name = keys[key]
         kind = fields[name]
         if kind == "int":
@@ -235,7 +237,7 @@ def parse_policy(cls, family: str, args: str, spec: str, keys: dict[str, str], *
     try:
         return cls(**values, family=family)
     except ValueError as err:
-        raise ValueError(f"malformed cache spec {spec!r}: {err}") from None
+        raise UserError(f"malformed cache spec {spec!r}: {err}") from None
 
 
 def spec_of(policy: CachePolicy, keys: dict[str, str]) -> str:

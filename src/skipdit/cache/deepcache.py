@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from .base import CachePolicy, StepPlan
 from .schedule import interval_schedule
 
@@ -33,16 +34,16 @@ class DeepCacheDiT(CachePolicy):
 
     def __post_init__(self):
         if self.interval < 1 or self.branch < 1:
-            raise ValueError(f"DeepCache needs N >= 1 and b >= 1, got N={self.interval}, b={self.branch}")
+            raise UserError(f"DeepCache needs N >= 1 and b >= 1, got N={self.interval}, b={self.branch}")
 
     def check_model(self, model) -> None:
         if getattr(model, "has_long_skips", False):
-            raise ValueError("this model has long skips: its DeepCache is Skip-Cache (skip:N=...,b=...)")
+            raise UserError("this model has long skips: its DeepCache is Skip-Cache (skip:N=...,b=...)")
         self.check_units(model.num_units)
 
     def check_units(self, num_units: int) -> None:
         if self.branch >= num_units:
-            raise ValueError(f"DeepCache b={self.branch} must be < the model's {num_units} units")
+            raise UserError(f"DeepCache b={self.branch} must be < the model's {num_units} units")
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
         flags = interval_schedule(timesteps, self.interval, start_t=self.start_t, stop_t=self.stop_t)

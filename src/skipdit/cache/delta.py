@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from .base import CachePolicy, StepPlan
 from .schedule import interval_schedule
 
@@ -38,18 +39,18 @@ class DeltaDiT(CachePolicy):
 
     def __post_init__(self):
         if self.interval < 1:
-            raise ValueError(f"Δ-DiT interval N must be >= 1, got {self.interval}")
+            raise UserError(f"Δ-DiT interval N must be >= 1, got {self.interval}")
 
     def check_model(self, model) -> None:
         if getattr(model, "has_long_skips", False):
-            raise ValueError("Δ-DiT cuts the block stack in two ranges, which long skips cross; use it on a "
+            raise UserError("Δ-DiT cuts the block stack in two ranges, which long skips cross; use it on a "
                              "vanilla model (a skip model's cache is skip:/c2i:/...)")
         self.check_units(model.num_units)
 
     def check_units(self, num_units: int) -> None:
         m = self.skipped(num_units)
         if not 0 < m < num_units:
-            raise ValueError(f"Δ-DiT cached={m} must be in 1..{num_units - 1} for a model of {num_units} units")
+            raise UserError(f"Δ-DiT cached={m} must be in 1..{num_units - 1} for a model of {num_units} units")
 
     def skipped(self, num_units: int) -> int:
         return round(0.75 * num_units) if self.cached_units is None else self.cached_units

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from .base import CachePolicy, StepPlan, relative_l1
 
 KEYS = {"threshold": "threshold"}
@@ -28,7 +29,7 @@ class FirstBlockCache(CachePolicy):
 
     def __post_init__(self):
         if self.threshold < 0:
-            raise ValueError(f"First-Block-Cache threshold must be >= 0, got {self.threshold}")
+            raise UserError(f"First-Block-Cache threshold must be >= 0, got {self.threshold}")
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
         """Tentative: the first step is full; the others are decided as they run."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from .base import CachePolicy, StepPlan, sublayer_memo
 from .schedule import interval_schedule
 
@@ -34,7 +35,7 @@ class Fora(CachePolicy):
 
     def __post_init__(self):
         if self.interval < 1:
-            raise ValueError(f"FORA interval N must be >= 1, got {self.interval}")
+            raise UserError(f"FORA interval N must be >= 1, got {self.interval}")
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
         flags = interval_schedule(timesteps, self.interval, start_t=self.start_t, stop_t=self.stop_t)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from .base import CachePolicy, StepPlan, sublayer_memo
 
 KEYS = {"spatial": "spatial", "temporal": "temporal", "cross": "cross", "mlp": "mlp", "lo": "lo", "hi": "hi"}
@@ -39,7 +40,7 @@ class PyramidAttentionBroadcast(CachePolicy):
 
     def __post_init__(self):
         if self.lo >= self.hi:
-            raise ValueError(f"PAB window needs lo < hi, got lo={self.lo}, hi={self.hi}")
+            raise UserError(f"PAB window needs lo < hi, got lo={self.lo}, hi={self.hi}")
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
         plan, inside = [], 0

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import UserError
+
 
 def interval_schedule(
     timesteps: Sequence[int], interval: int, *, start_t: int | None = None, stop_t: int | None = None,
@@ -21,7 +23,7 @@ def interval_schedule(
 ) -> list[bool]:
     """``True`` where the step is full. ``timesteps`` are original timesteps in sampling order."""
     if interval < 1:
-        raise ValueError(f"cache interval must be >= 1, got {interval}")
+        raise UserError(f"cache interval must be >= 1, got {interval}")
     flags, counter, have_cache = [], 0, False
     for t in timesteps:
         full = counter % interval == 0 or not have_cache or (start_t is not None and t >= start_t)

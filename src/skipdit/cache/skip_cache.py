@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from .base import CachePolicy, StepPlan, parse_int, parse_items
 from .schedule import interval_schedule
 
@@ -41,20 +42,20 @@ class SkipCache(CachePolicy):
 
     def __post_init__(self):
         if self.interval < 1:
-            raise ValueError(f"Skip-Cache interval N must be >= 1, got {self.interval}")
+            raise UserError(f"Skip-Cache interval N must be >= 1, got {self.interval}")
         if self.branch < 1:
-            raise ValueError(f"Skip-Cache branch b must be >= 1, got {self.branch}")
+            raise UserError(f"Skip-Cache branch b must be >= 1, got {self.branch}")
 
     def check_model(self, model) -> None:
         if not getattr(model, "has_long_skips", False):
-            raise ValueError(
+            raise UserError(
                 "Skip-Cache needs a model with long skips (a -skip preset); for a vanilla DiT use a peer cache"
             )
         self.check_units(model.num_units)
 
     def check_units(self, num_units: int) -> None:
         if 2 * self.branch > num_units:
-            raise ValueError(
+            raise UserError(
                 f"Skip-Cache branch b={self.branch} needs b <= {num_units // 2} for a model of {num_units} units"
             )
 
@@ -110,7 +111,7 @@ def parse_skip_cache(family: str, args: str, spec: str) -> SkipCache:
         return SkipCache(**fields, family=family)
     for key, op, value in parse_items(args, spec):
         if op != "=" and key != "stop":
-            raise ValueError(f"malformed cache spec {spec!r}: only 'stop' takes '<' or '<='")
+            raise UserError(f"malformed cache spec {spec!r}: only 'stop' takes '<' or '<='")
         if key in ("N", "interval"):
             fields["interval"] = parse_int(value, "N", spec, minimum=1)
         elif key in ("b", "branch"):
@@ -121,7 +122,7 @@ def parse_skip_cache(family: str, args: str, spec: str) -> SkipCache:
             fields["stop_t"] = parse_int(value, "stop", spec, minimum=0, optional=True)
             fields["stop_inclusive"] = op != "<"
         else:
-            raise ValueError(
+            raise UserError(
                 f"malformed cache spec {spec!r}: unknown key {key!r}; valid: N, b, start, stop"
             )
     return SkipCache(**fields, family=family)

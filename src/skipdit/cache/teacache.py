@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .base import CachePolicy, StepPlan, relative_l1
 
 KEYS = {"threshold": "threshold", "coef": "coefficients"}
@@ -35,9 +36,9 @@ class TeaCache(CachePolicy):
 
     def __post_init__(self):
         if self.threshold < 0:
-            raise ValueError(f"TeaCache threshold must be >= 0, got {self.threshold}")
+            raise UserError(f"TeaCache threshold must be >= 0, got {self.threshold}")
         if not self.coefficients:
-            raise ValueError("TeaCache needs at least one polynomial coefficient")
+            raise UserError("TeaCache needs at least one polynomial coefficient")
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
         """Tentative: the first and last steps are full; the others are decided as they run."""
@@ -91,7 +92,7 @@ def calibrate(model, seeds: Sequence[int], degree: int = 4, **generate_kwargs) -
     generate(model, seeds, cache=recorder, **generate_kwargs)
     pairs = np.array(recorder.pairs)
     if len(pairs) <= degree:
-        raise ValueError(f"{len(pairs)} step pairs are too few to fit a degree-{degree} polynomial; use more steps")
+        raise UserError(f"{len(pairs)} step pairs are too few to fit a degree-{degree} polynomial; use more steps")
     x, y = pairs[:, 0], pairs[:, 1]
     coefficients = np.polyfit(x, y, degree)
     residual = y - np.polyval(coefficients, x)

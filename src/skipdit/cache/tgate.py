@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from .base import CachePolicy, StepPlan, sublayer_memo
 
 KEYS = {"gate": "gate"}
@@ -30,11 +31,11 @@ class TGate(CachePolicy):
 
     def __post_init__(self):
         if self.gate < 1:
-            raise ValueError(f"T-GATE gate step must be >= 1, got {self.gate}")
+            raise UserError(f"T-GATE gate step must be >= 1, got {self.gate}")
 
     def check_model(self, model) -> None:
         if getattr(model, "conditioning", None) != "text":
-            raise ValueError("T-GATE freezes cross-attention to the text; this model has none (text models only)")
+            raise UserError("T-GATE freezes cross-attention to the text; this model has none (text models only)")
         self.check_units(model.num_units)
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..errors import UserError
 from .base import CacheStats, StepPlan
 from .skip_cache import PRESETS, SkipCache
 
@@ -85,22 +86,22 @@ def tune(
     from ..sampling import generate
 
     if not getattr(model, "has_long_skips", False):
-        raise ValueError("cache tune searches Skip-Cache schedules, which need a model with long skips "
+        raise UserError("cache tune searches Skip-Cache schedules, which need a model with long skips "
                          "(a -skip preset); for a vanilla DiT use a peer cache")
     if family not in PRESETS:
-        raise ValueError(f"unknown Skip-Cache family {family!r}; valid: {', '.join(PRESETS)}")
+        raise UserError(f"unknown Skip-Cache family {family!r}; valid: {', '.join(PRESETS)}")
     if not target_speedup >= 1:
-        raise ValueError(f"target speed-up must be >= 1, got {target_speedup}")
+        raise UserError(f"target speed-up must be >= 1, got {target_speedup}")
     if not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+        raise UserError(f"tolerance must be in [0, 1), got {tolerance}")
     if max_candidates < 1:
-        raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
+        raise UserError(f"max_candidates must be >= 1, got {max_candidates}")
     for key in ("cache", "seeds"):
         if key in generate_kwargs:
-            raise ValueError(f"tune sets generate()'s {key!r} itself; do not pass it")
+            raise UserError(f"tune sets generate()'s {key!r} itself; do not pass it")
     seeds = [int(s) for s in seeds]
     if not seeds:
-        raise ValueError("no calibration seeds given")
+        raise UserError("no calibration seeds given")
 
     units = model.num_units
     timesteps = _timesteps(generate_kwargs)
@@ -111,7 +112,7 @@ def tune(
     reaching = [(policy, plan) for policy, plan in plans if ideal[policy] >= floor]
     if not reaching:
         highest = max(ideal.values())
-        raise ValueError(f"no Skip-Cache schedule reaches {target_speedup:g}x on {len(timesteps)} steps "
+        raise UserError(f"no Skip-Cache schedule reaches {target_speedup:g}x on {len(timesteps)} steps "
                          f"with these ranges; the highest ideal speed-up available is {highest:.2f}x")
     distinct = _dedupe(reaching)
     shortlist = sorted(distinct, key=lambda p: abs(ideal[p] - target_speedup))[:max_candidates]
@@ -142,9 +143,9 @@ def _enumerate(family: str, units: int, intervals, branches, starts, stops) -> l
     branches = list(range(1, min(limit, MAX_DEFAULT_BRANCHES) + 1)) if branches is None else list(branches)
     bad = [b for b in branches if not 1 <= b <= limit]
     if bad:
-        raise ValueError(f"branch b={bad[0]} is out of range: a model of {units} units takes b in 1..{limit}")
+        raise UserError(f"branch b={bad[0]} is out of range: a model of {units} units takes b in 1..{limit}")
     if not (intervals and branches and starts and stops):
-        raise ValueError("intervals, branches, starts and stops must each give at least one value")
+        raise UserError("intervals, branches, starts and stops must each give at least one value")
     inclusive = PRESETS[family]["stop_inclusive"]
     return [SkipCache(n, b, start, stop, stop_inclusive=inclusive, family=family)
             for n, b, start, stop in itertools.product(intervals, branches, starts, stops)]

@@ -9,6 +9,7 @@ import torch
 
 from ..analysis import INPUTS, compare_landscapes, compare_spectral, landscape_summary, spectral_table
 from ..convert import load
+from ..errors import UserError
 
 EXAMPLES = """examples:
   skipdit analyze landscape --t 500 --grid 21 --radius 0.05 --out analysis/
@@ -55,7 +56,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _models(args) -> dict:
     names = [args.baseline_model, args.model]
     if names[0] == names[1]:
-        raise ValueError(f"--model and --baseline-model are both {names[0]}: nothing to compare")
+        raise UserError(f"--model and --baseline-model are both {names[0]}: nothing to compare")
     return {name: load(name).to(args.device) for name in names}
 
 

@@ -11,6 +11,7 @@ import torch
 from ..bench.harness import DIFFUSERS, FAMILIES, Bench, Preparer, rows_as_dicts, run_bench, select_methods
 from ..bench.report import headline, markdown_table, pareto_plot, similarity_plot
 from ..convert import load
+from ..errors import UserError
 from ..io import atomic_write, parse_int_list
 
 EXAMPLES = """examples:
@@ -56,11 +57,11 @@ def run(args) -> int:
     seeds = parse_int_list(args.seeds, "seeds")
     calibration = parse_int_list(args.calibration_seeds, "calibration seeds")
     if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+        raise UserError(f"--repeats must be >= 1, got {args.repeats}")
     if set(seeds) & set(calibration):
-        raise ValueError("--calibration-seeds must not overlap --seeds (fits are made apart from the evaluation)")
+        raise UserError("--calibration-seeds must not overlap --seeds (fits are made apart from the evaluation)")
     if bool(args.lpips_backbone) != bool(args.lpips_heads):
-        raise ValueError("LPIPS needs both --lpips-backbone and --lpips-heads")
+        raise UserError("LPIPS needs both --lpips-backbone and --lpips-heads")
     methods = select_methods(args.caches, args.steps)
     models = {"model": load(args.model).to(args.device)}
     names = {"model": args.model}
@@ -68,7 +69,7 @@ def run(args) -> int:
         models["baseline"] = load(args.baseline_model).to(args.device)
         names["baseline"] = args.baseline_model
         if models["baseline"].conditioning != models["model"].conditioning:
-            raise ValueError("--model and --baseline-model must take the same conditioning")
+            raise UserError("--model and --baseline-model must take the same conditioning")
     settings = _settings(args, models["model"], len(seeds))
     bench = Bench(models, names, seeds, settings, repeats=args.repeats, evaluator=_evaluator(models["model"]),
                   lpips_model=_lpips(args), progress=not args.no_progress)
@@ -113,7 +114,7 @@ def _settings(args, model, n: int) -> dict:
                          text_encoder=load_text_encoder(spec.get("name"), max_length=spec.get("max_length"),
                                                         device=args.device))
     elif args.prompt:
-        raise ValueError("--prompt is for text models")
+        raise UserError("--prompt is for text models")
     elif getattr(model.config, "num_classes", 0):
         given = parse_int_list(args.class_labels, "class labels") if args.class_labels \
             else list(range(model.config.num_classes))

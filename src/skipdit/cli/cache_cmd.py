@@ -16,6 +16,7 @@ from ..cache import CacheStats, TeaCache, official_setting, parse_cache
 from ..cache.teacache import calibrate
 from ..cache.tune import tune
 from ..diffusion import space_timesteps
+from ..errors import UserError
 from ..io import parse_int_list
 from ..sampling import PRECISIONS
 from .sample_cmd import add_model_arguments, add_sampling_arguments, build, sampling_settings
@@ -114,7 +115,7 @@ def _set_default(parser, dest: str, value: str, help: str) -> None:
 def run(args) -> int:
     policy = parse_cache(args.spec)
     if policy is None:
-        raise ValueError("no cache: nothing to plan")
+        raise UserError("no cache: nothing to plan")
     units, respacing = official_setting(policy)
     units = args.units or units
     if args.respacing:
@@ -122,7 +123,7 @@ def run(args) -> int:
     elif args.steps:
         respacing = str(args.steps)
     if units < 2:
-        raise ValueError(f"--units must be >= 2, got {units}")
+        raise UserError(f"--units must be >= 2, got {units}")
     timesteps = space_timesteps(1000, respacing)[::-1]
     policy.check_units(units)
     plan = policy.plan(timesteps, units)
@@ -142,9 +143,9 @@ def _load(args):
     """Model and ``generate()`` settings as ``skipdit sample`` makes them, for the calibration seeds.
     ``--model`` may name a built-in model (``digits/Skip-DiT``) as a short form of ``--ckpt``."""
     if args.cache is not None:
-        raise ValueError(f"--cache is not used by cache {args.cache_command}")
+        raise UserError(f"--cache is not used by cache {args.cache_command}")
     if args.task == "t2i" or args.model_dir:
-        raise ValueError(f"cache {args.cache_command} runs skipdit's own models (c2i, c2v, t2v), not --model-dir")
+        raise UserError(f"cache {args.cache_command} runs skipdit's own models (c2i, c2v, t2v), not --model-dir")
     if args.model in BUILTIN_MODELS and not args.ckpt and not args.random_weights:
         args.ckpt, args.model = args.model, None
     seeds = parse_int_list(args.seeds, "seeds")
@@ -156,7 +157,7 @@ def _load(args):
 def run_tune(args) -> int:
     for name in ("max_candidates", "top"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     intervals = parse_int_list(args.intervals, "intervals")
     branches = parse_int_list(args.branches, "branches") if args.branches else None
     model, seeds, settings = _load(args)
@@ -189,9 +190,9 @@ def run_tune(args) -> int:
 
 def run_calibrate(args) -> int:
     if args.degree < 1:
-        raise ValueError(f"--degree must be >= 1, got {args.degree}")
+        raise UserError(f"--degree must be >= 1, got {args.degree}")
     if args.threshold < 0:
-        raise ValueError(f"--threshold must be >= 0, got {args.threshold}")
+        raise UserError(f"--threshold must be >= 0, got {args.threshold}")
     model, seeds, settings = _load(args)
     coefficients, fit = calibrate(model, seeds, degree=args.degree, **settings)
     print(f"fit on {fit['pairs']} step pairs ({len(seeds)} seeds, {settings['sampler']}, {settings['steps']} "

@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import torch
 
+from ..errors import UserError
 from ..metrics.features import PREPROCESS, SPECS, load_feature_net
 
 EXAMPLES = """examples:
@@ -120,7 +121,7 @@ METRICS = [_add_fid, _add_is, _add_prdc, _add_fvd]  # one function per metric, e
 
 def _net(args):
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     return load_feature_net(args.features, device=args.device, preprocess=args.preprocess)
 
 
@@ -138,7 +139,7 @@ def run_fid(args) -> int:
     from ..metrics.fid import evaluate_fid
 
     if args.keep_features and not args.save_ref_stats:
-        raise ValueError("--keep-features stores features with --save-ref-stats; give that too")
+        raise UserError("--keep-features stores features with --save-ref-stats; give that too")
     result = evaluate_fid(
         args.samples,
         args.reference,
@@ -186,13 +187,13 @@ def run_fvd(args) -> int:
     from ..metrics import fvd as F
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     real_clips = F.ClipSpec(args.clip_length, args.real_subsample, random_offset=True, max_videos=args.num_videos,
                             seed=args.seed)
     fake_clips = F.ClipSpec(args.clip_length, 1, max_videos=args.num_videos, seed=args.seed)
     detector = F.load_detector(args.detector, args.device)
     if args.save_ref_stats and F.is_stats_file(args.reference):
-        raise ValueError(f"{args.reference} already holds statistics; --save-ref-stats needs the real videos")
+        raise UserError(f"{args.reference} already holds statistics; --save-ref-stats needs the real videos")
     options = dict(batch_size=args.batch_size, progress=not args.no_progress)
     real = F.load_or_compute_stats(args.reference, detector, real_clips, "real", **options)
     fake = F.load_or_compute_stats(args.samples, detector, fake_clips, "fake", **options)
@@ -204,7 +205,7 @@ def run_fvd(args) -> int:
     lines = [f"FVD: {score:.4f}"]
     if args.frame_fid:
         if F.is_stats_file(args.samples) or F.is_stats_file(args.reference):
-            raise ValueError("--frame-fid needs the videos of both sets, not saved statistics")
+            raise UserError("--frame-fid needs the videos of both sets, not saved statistics")
         net = load_feature_net(args.frame_fid, device=args.device)
         result["frame_fid"] = F.frame_fid(args.reference, args.samples, net.pool, max_videos=args.num_videos,
                                           seed=args.seed, batch_size=4 * args.batch_size)

@@ -16,6 +16,7 @@ from ..convert import load
 from ..convert.checkpoint import stored_text_encoder
 from ..diffusion import SAMPLERS
 from ..diffusion.guidance import CFG_MODES
+from ..errors import UserError
 from ..io import VIDEO_FORMATS, parse_int_list, save_grid, save_image, save_samples, save_video_grid, save_videos
 from ..metrics import psnr
 from ..models import arch_of, build_model
@@ -111,29 +112,29 @@ def build(args):
     if args.image_size is not None:
         scale = VAE_DOWNSAMPLE if vae is not None else 1
         if args.image_size % scale:
-            raise ValueError(f"image size {args.image_size} is not divisible by {scale} (the VAE's downsampling)")
+            raise UserError(f"image size {args.image_size} is not divisible by {scale} (the VAE's downsampling)")
     size = {"input_size": args.image_size // (VAE_DOWNSAMPLE if vae else 1)} if args.image_size else {}
     ckpt = args.ckpt
     if ckpt:
         if args.random_weights:
-            raise ValueError("--random-weights and --ckpt exclude each other")
+            raise UserError("--random-weights and --ckpt exclude each other")
         model = load(ckpt, args.model, skip_init=args.skip_init, **size)
     elif args.random_weights:
         if not args.model:
-            raise ValueError("--random-weights needs --model, e.g. --model DiT-S/2-skip")
+            raise UserError("--random-weights needs --model, e.g. --model DiT-S/2-skip")
         if vae is not None:
-            raise ValueError("--random-weights builds a pixel-space model; drop --vae")
+            raise UserError("--random-weights builds a pixel-space model; drop --vae")
         model = randomize_(build_model(args.model, in_channels=3, **size))
     else:
         if args.model or args.skip_init:
-            raise ValueError("--model and --skip-init need --ckpt PATH (or --random-weights)")
+            raise UserError("--model and --skip-init need --ckpt PATH (or --random-weights)")
         ckpt = TASK_DEFAULTS[args.task or "c2i"]
         model = load(ckpt, **size)
     task = task_of(model)
     if args.task and args.task != task:
-        raise ValueError(f"--task {args.task}, but the model is a {task} model")
+        raise UserError(f"--task {args.task}, but the model is a {task} model")
     if vae is None and model.in_channels not in (1, 3):
-        raise ValueError(f"this model makes {model.in_channels}-channel latents: pass --vae DIR to decode them")
+        raise UserError(f"this model makes {model.in_channels}-channel latents: pass --vae DIR to decode them")
     encoder = None
     if task in TEXT_TASKS:
         from ..text import load_text_encoder
@@ -154,13 +155,13 @@ def run(args) -> int:
         return run_t2i(args)
     seeds = parse_int_list(args.seeds, "seeds")
     if args.compare_uncached and parse_cache(args.cache) is None:
-        raise ValueError("--compare-uncached needs --cache")
+        raise UserError("--compare-uncached needs --cache")
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in VIDEO_FORMATS]
     if bad or not formats:
-        raise ValueError(f"--format takes {', '.join(VIDEO_FORMATS)} (comma-separated), got {args.format!r}")
+        raise UserError(f"--format takes {', '.join(VIDEO_FORMATS)} (comma-separated), got {args.format!r}")
     if args.fps < 1:
-        raise ValueError(f"--fps must be >= 1, got {args.fps}")
+        raise UserError(f"--fps must be >= 1, got {args.fps}")
     model, vae, encoder, task = build(args)
     settings = sampling_settings(args, model, vae, encoder, task, len(seeds))
     steps = settings["steps"]
@@ -197,9 +198,9 @@ def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
     """``generate()`` keyword arguments for ``n`` seeds: the conditioning (labels cycled over the seeds,
     or prompts), the sampler, guidance and runtime options."""
     if task not in TEXT_TASKS and (args.prompt or args.negative_prompt):
-        raise ValueError(f"--prompt and --negative-prompt are for text models; this is a {task} model")
+        raise UserError(f"--prompt and --negative-prompt are for text models; this is a {task} model")
     if task in ("c2i", "t2i") and args.num_frames:
-        raise ValueError(f"--num-frames is for video models; this is a {task} model")
+        raise UserError(f"--num-frames is for video models; this is a {task} model")
     condition = {"labels": None}
     if task in TEXT_TASKS:
         condition.update(prompts=args.prompt or [DEFAULT_PROMPTS[task]], negative_prompt=args.negative_prompt,
@@ -209,7 +210,7 @@ def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
             else list(range(model.config.num_classes))
         condition["labels"] = [given[k % len(given)] for k in range(n)]
     elif args.class_labels:
-        raise ValueError("this model is unconditional: it takes no --class-labels")
+        raise UserError("this model is unconditional: it takes no --class-labels")
     if task in ("c2v", "t2v"):
         condition["num_frames"] = args.num_frames
     guided = task in TEXT_TASKS or condition.get("labels") is not None
@@ -226,12 +227,12 @@ def run_t2i(args) -> int:
     from ..hunyuan import generate_hunyuan, load_hunyuan
 
     if args.task not in (None, "t2i"):
-        raise ValueError(f"--model-dir is a Hunyuan-DiT pipeline (text-to-image), not --task {args.task}")
+        raise UserError(f"--model-dir is a Hunyuan-DiT pipeline (text-to-image), not --task {args.task}")
     if args.ckpt or args.model or args.random_weights:
-        raise ValueError("--task t2i loads the pipeline in --model-dir; --ckpt, --model and --random-weights "
+        raise UserError("--task t2i loads the pipeline in --model-dir; --ckpt, --model and --random-weights "
                          "are for skipdit's own models")
     if args.compare_uncached and parse_cache(args.cache) is None:
-        raise ValueError("--compare-uncached needs --cache")
+        raise UserError("--compare-uncached needs --cache")
     seeds = parse_int_list(args.seeds, "seeds")
     pipe = load_hunyuan(args.model_dir, device=args.device, precision=args.precision)
     settings = dict(prompts=args.prompt or ["一只可爱的猫"], negative_prompt=args.negative_prompt or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..distributed import init_distributed, resolve_device
+from ..errors import UserError
 from ..io import parse_int_list
 from ..sample_many import sample_many
 from .sample_cmd import add_model_arguments, add_sampling_arguments, build, sampling_settings
@@ -38,7 +39,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     if args.model_dir:
-        raise ValueError("sample-many runs skipdit's own models; for Hunyuan-DiT use sample --task t2i --model-dir")
+        raise UserError("sample-many runs skipdit's own models; for Hunyuan-DiT use sample --task t2i --model-dir")
     seeds = parse_int_list(args.seeds, "seeds")
     _, _, local_rank = init_distributed()  # so that the VAE and the text encoder go to this process's device
     args.device = str(resolve_device(args.device, local_rank))

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ..assets import resolve_weights
+from ..errors import UserError
 from ..io import atomic_write
 from ..models.presets import arch_of, config_from_dict, model_from_config, preset_config
 from ..models.skip import init_long_skips_
@@ -83,7 +84,7 @@ def read_checkpoint(
     fields)`` from the metadata. Of a training checkpoint's entries, the first of ``prefer`` present is taken."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise UserError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors import safe_open
         from safetensors.torch import load_file
@@ -93,7 +94,7 @@ def read_checkpoint(
                 metadata = f.metadata() or {}
             state = load_file(str(path))
         except Exception as err:  # safetensors raises its own error types for corrupt files
-            raise ValueError(f"cannot read {path}: not a valid safetensors file ({err})") from None
+            raise UserError(f"cannot read {path}: not a valid safetensors file ({err})") from None
         stored = None
         if CONFIG_KEY in metadata:
             stored = (metadata.get(ARCH_KEY, "dit"), json.loads(metadata[CONFIG_KEY]))
@@ -101,7 +102,7 @@ def read_checkpoint(
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as err:
-        raise ValueError(f"cannot read {path}: not a PyTorch checkpoint of tensors ({err})") from None
+        raise UserError(f"cannot read {path}: not a PyTorch checkpoint of tensors ({err})") from None
     stored = None
     if isinstance(obj, dict) and isinstance(obj.get("model_config"), dict):  # a `skipdit train` checkpoint
         stored = (obj.get("arch", "dit"), obj["model_config"])
@@ -116,7 +117,7 @@ def unwrap_state_dict(obj, path, prefer: tuple[str, ...] = ("ema", "model", "sta
         for key in prefer:
             if isinstance(obj.get(key), dict):
                 return unwrap_state_dict(obj[key], path, prefer)
-    raise ValueError(f"{path}: no state dict found (expected tensors, or an 'ema' / 'model' entry)")
+    raise UserError(f"{path}: no state dict found (expected tensors, or an 'ema' / 'model' entry)")
 
 
 # format name -> architecture
@@ -133,7 +134,7 @@ def detect_format(state: dict[str, torch.Tensor]) -> str:
         return "latte-t2v"
     if "pos_embed.proj.weight" in state and "transformer_blocks.0.norm1.linear.weight" in state:
         return "diffusers-dit"
-    raise ValueError(
+    raise UserError(
         "unrecognised checkpoint: not a DiT, Latte or Latte-T2V state dict (first keys: "
         + _few(sorted(state), 4) + ")"
     )
@@ -165,7 +166,7 @@ def infer_geometry(state: dict[str, torch.Tensor], arch: str = "dit") -> dict:
         table_rows = state["y_embedder.embedding_table.weight"].shape[0]
         num_tokens = state["pos_embed"].shape[1]
     except (KeyError, ValueError) as err:
-        raise ValueError(f"incomplete DiT state dict: cannot read its shape ({err})") from None
+        raise UserError(f"incomplete DiT state dict: cannot read its shape ({err})") from None
     grid = math.isqrt(num_tokens)
     return dict(
         hidden_size=hidden, in_channels=in_channels, patch_size=patch, depth=depth,
@@ -203,13 +204,13 @@ def load_state_into(
     )
     if vanilla_into_skip and not (report.unexpected or report.mismatched):
         if skip_init is None:
-            raise ValueError(
+            raise UserError(
                 "this is a vanilla DiT checkpoint and the model has long skips: pass skip_init "
                 "(--skip-init torch_default|xavier|zero) to initialise them as new modules"
             )
         report.new, report.missing = report.missing, []
     if not report.ok:
-        raise ValueError("checkpoint does not match the model: " + report.describe_problems())
+        raise UserError("checkpoint does not match the model: " + report.describe_problems())
     with torch.no_grad():
         for key, value in state.items():
             expected[key].copy_(value)
@@ -246,7 +247,7 @@ def check_architecture(known: dict, config, source) -> None:
     clashes = [f"{k}={v!r} (model: {getattr(config, k)!r})" for k, v in known.items()
                if k not in CONVERTIBLE and hasattr(config, k) and getattr(config, k) != v]
     if clashes:
-        raise ValueError(f"{source} was saved with {', '.join(clashes)}; load it with the same architecture")
+        raise UserError(f"{source} was saved with {', '.join(clashes)}; load it with the same architecture")
 
 
 # config fields a preset takes from the file: the data geometry, never the architecture
@@ -274,7 +275,7 @@ def load(
     if preset is not None:
         target = preset_config(preset)
         if arch_of(target) != arch:
-            raise ValueError(f"{path} holds a {arch} model, but preset {preset} is a {arch_of(target)}")
+            raise UserError(f"{path} holds a {arch} model, but preset {preset} is a {arch_of(target)}")
         fields = {**infer_geometry(state, arch), **known}
         taken = {k: fields[k] for k in FILE_FIELDS[arch] if k in fields}
         config = target.replace(**{**taken, **overrides})
@@ -318,7 +319,7 @@ def save(model, path: str | os.PathLike, extra_metadata: dict[str, str] | None =
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"output must end in .safetensors, got {path.name}")
+        raise UserError(f"output must end in .safetensors, got {path.name}")
     metadata = {CONFIG_KEY: json.dumps(asdict(model.config)), ARCH_KEY: arch_of(model.config),
                 **(extra_metadata or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

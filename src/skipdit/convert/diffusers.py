@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
 from ..models.dit import DiT, DiTConfig
 from ..models.layers import sincos_2d
 
@@ -41,7 +42,7 @@ _EMBEDDERS = {
 def to_diffusers_dit(state: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
     """Convert a vanilla DiT state dict; every key is consumed (long skips have no diffusers form)."""
     if any(k.startswith(("skip_norms.", "skip_linears.")) for k in state):
-        raise ValueError("diffusers' DiTTransformer2DModel has no long skips; only vanilla DiT converts")
+        raise UserError("diffusers' DiTTransformer2DModel has no long skips; only vanilla DiT converts")
     out, todo = {}, dict(state)
     todo.pop("pos_embed", None)  # recomputed by diffusers
     for ours, theirs in _TOP_RENAMES.items():
@@ -59,7 +60,7 @@ def to_diffusers_dit(state: dict[str, torch.Tensor], depth: int) -> dict[str, to
             for ours, theirs in _BLOCK_RENAMES.items():
                 out[f"{pre}.{theirs}.{p}"] = todo.pop(f"blocks.{i}.{ours}.{p}")
     if todo:
-        raise ValueError(f"keys not converted to diffusers: {sorted(todo)[:6]}")
+        raise UserError(f"keys not converted to diffusers: {sorted(todo)[:6]}")
     return out
 
 
@@ -67,7 +68,7 @@ def from_diffusers_dit(state: dict[str, torch.Tensor], input_size: int | None) -
     """Convert a diffusers DiT state dict to ours. The per-block embedder copies must be identical.
     diffusers does not save the sin-cos table, so the latent ``input_size`` must be given."""
     if input_size is None:
-        raise ValueError("a diffusers DiT state dict does not record its sample size: pass input_size")
+        raise UserError("a diffusers DiT state dict does not record its sample size: pass input_size")
     todo = dict(state)
     depth = 1 + max(int(k.split(".")[1]) for k in todo if k.startswith("transformer_blocks."))
     out = {}
@@ -78,7 +79,7 @@ def from_diffusers_dit(state: dict[str, torch.Tensor], input_size: int | None) -
         for p in _params(ours):
             copies = [todo.pop(f"transformer_blocks.{i}.{theirs}.{p}") for i in range(depth)]
             if any(not torch.equal(copies[0], c) for c in copies[1:]):
-                raise ValueError(f"per-block copies of {theirs}.{p} differ; DiT shares one embedder")
+                raise UserError(f"per-block copies of {theirs}.{p} differ; DiT shares one embedder")
             out[f"{ours}.{p}"] = copies[0]
     for i in range(depth):
         pre = f"transformer_blocks.{i}"
@@ -88,10 +89,10 @@ def from_diffusers_dit(state: dict[str, torch.Tensor], input_size: int | None) -
             for ours, theirs in _BLOCK_RENAMES.items():
                 out[f"blocks.{i}.{ours}.{p}"] = todo.pop(f"{pre}.{theirs}.{p}")
     if todo:
-        raise ValueError(f"keys not converted from diffusers: {sorted(todo)[:6]}")
+        raise UserError(f"keys not converted from diffusers: {sorted(todo)[:6]}")
     hidden, _, patch, _ = out["x_embedder.proj.weight"].shape
     if input_size % patch:
-        raise ValueError(f"input size {input_size} is not divisible by the patch size {patch}")
+        raise UserError(f"input size {input_size} is not divisible by the patch size {patch}")
     out["pos_embed"] = sincos_2d(hidden, input_size // patch).float().unsqueeze(0)
     return out
 
@@ -102,7 +103,7 @@ def _params(ours: str) -> tuple[str, ...]:
 
 def diffusers_dit_kwargs(config: DiTConfig) -> dict:
     if config.mlp_ratio != 4.0:
-        raise ValueError("diffusers' DiT supports mlp_ratio 4 only")
+        raise UserError("diffusers' DiT supports mlp_ratio 4 only")
     return dict(
         num_attention_heads=config.num_heads, attention_head_dim=config.hidden_size // config.num_heads,
         in_channels=config.in_channels, out_channels=config.out_channels, num_layers=config.depth,
@@ -118,7 +119,7 @@ def build_diffusers_dit(model: DiT, *, exact: bool = True):
     try:
         from diffusers import DiTTransformer2DModel
     except ImportError as err:
-        raise ImportError("this needs diffusers: pip install 'skipdit[diffusers]'") from err
+        raise UserError("this needs diffusers: pip install 'skipdit[diffusers]'") from err
     kwargs = diffusers_dit_kwargs(model.config)
     if not exact:
         kwargs["norm_eps"] = 1e-5

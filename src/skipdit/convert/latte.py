@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
 from ..models.presets import DIT_SIZES
 
 SKIP_PREFIXES = ("skip_norms.", "skip_linears.")
@@ -27,7 +28,7 @@ def heads_for(hidden: int) -> int:
     """The head count is not in the shapes: take it from the DiT size of the same width."""
     heads = {h: n for h, _, n in DIT_SIZES.values()}.get(hidden)
     if heads is None:
-        raise ValueError(f"cannot infer the head count for hidden size {hidden}; pass a preset or num_heads")
+        raise UserError(f"cannot infer the head count for hidden size {hidden}; pass a preset or num_heads")
     return heads
 
 
@@ -50,7 +51,7 @@ def latte_geometry(state: dict[str, torch.Tensor]) -> dict:
             long_skip=any(k.startswith(SKIP_PREFIXES) for k in state),
         )
     except (KeyError, ValueError) as err:
-        raise ValueError(f"incomplete Latte state dict: cannot read its shape ({err})") from None
+        raise UserError(f"incomplete Latte state dict: cannot read its shape ({err})") from None
     return fields
 
 
@@ -69,7 +70,7 @@ def latte_t2v_geometry(state: dict[str, torch.Tensor]) -> dict:
             long_skip=any(k.startswith(SKIP_PREFIXES) for k in state),
         )
     except (KeyError, ValueError) as err:
-        raise ValueError(f"incomplete Latte-T2V state dict: cannot read its shape ({err})") from None
+        raise UserError(f"incomplete Latte-T2V state dict: cannot read its shape ({err})") from None
     return fields
 
 
@@ -86,11 +87,11 @@ def read_diffusers_latte(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
         path = path / "transformer"
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"no diffusers model at {path}: expected config.json")
+        raise UserError(f"no diffusers model at {path}: expected config.json")
     raw = json.loads(config_file.read_text())
     kind = raw.get("_class_name", "?")
     if kind != "LatteTransformer3DModel":
-        raise ValueError(f"{path} holds a {kind}; only diffusers' LatteTransformer3DModel folders are supported")
+        raise UserError(f"{path} holds a {kind}; only diffusers' LatteTransformer3DModel folders are supported")
     fields = latte_t2v_fields(raw, path)
     return _read_diffusers_weights(path), fields
 
@@ -104,11 +105,11 @@ def latte_t2v_fields(raw: dict, where) -> dict:
     if raw.get("cross_attention_dim", hidden) != hidden:
         wrong.append(f"cross_attention_dim={raw['cross_attention_dim']} (supported: the hidden size {hidden})")
     if wrong:
-        raise ValueError(f"{where}: unsupported Latte configuration: {', '.join(wrong)}")
+        raise UserError(f"{where}: unsupported Latte configuration: {', '.join(wrong)}")
     in_channels = raw["in_channels"]
     out_channels = raw.get("out_channels") or in_channels
     if out_channels not in (in_channels, 2 * in_channels):
-        raise ValueError(f"{where}: out_channels {out_channels} is neither in_channels nor 2x (learned sigma)")
+        raise UserError(f"{where}: out_channels {out_channels} is neither in_channels nor 2x (learned sigma)")
     return dict(
         input_size=raw["sample_size"], patch_size=raw["patch_size"], in_channels=in_channels,
         hidden_size=hidden, depth=raw["num_layers"], num_heads=raw["num_attention_heads"],
@@ -131,7 +132,7 @@ def _read_diffusers_weights(path: Path) -> dict[str, torch.Tensor]:
             return state
         if (path / name).is_file():
             return _read_one(path / name, load_file)
-    raise FileNotFoundError(f"no weights in {path}: expected {' or '.join(DIFFUSERS_WEIGHTS)}")
+    raise UserError(f"no weights in {path}: expected {' or '.join(DIFFUSERS_WEIGHTS)}")
 
 
 def _read_one(file: Path, load_file) -> dict[str, torch.Tensor]:

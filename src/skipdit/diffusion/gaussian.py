@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .schedule import make_betas, respace_betas, space_timesteps
 
 VARIANCE_TYPES = ("learned_range", "fixed_large", "fixed_small")
@@ -41,16 +42,16 @@ def parse_loss_weighting(spec: str) -> tuple[str, float | None]:
                 break
             if gamma > 0:
                 return kind, gamma
-    raise ValueError(f"unknown loss weighting {spec!r}; valid: {', '.join(LOSS_WEIGHTINGS)} (gamma > 0)")
+    raise UserError(f"unknown loss weighting {spec!r}; valid: {', '.join(LOSS_WEIGHTINGS)} (gamma > 0)")
 
 
 class GaussianDiffusion:
     def __init__(self, betas: np.ndarray, timestep_map: list[int] | None = None, variance: str = "learned_range"):
         if variance not in VARIANCE_TYPES:
-            raise ValueError(f"unknown variance type {variance!r}; valid: {', '.join(VARIANCE_TYPES)}")
+            raise UserError(f"unknown variance type {variance!r}; valid: {', '.join(VARIANCE_TYPES)}")
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas <= 1)).all():
-            raise ValueError("betas must be a 1-D array in (0, 1]")
+            raise UserError("betas must be a 1-D array in (0, 1]")
         self.variance = variance
         self.num_steps = len(betas)
         self.timestep_map = list(range(self.num_steps)) if timestep_map is None else list(timestep_map)
@@ -140,7 +141,7 @@ class GaussianDiffusion:
         c = xt.shape[1]
         if self.learn_sigma:
             if model_out.shape[1] != 2 * c:
-                raise ValueError(f"learned-sigma model must output {2 * c} channels, got {model_out.shape[1]}")
+                raise UserError(f"learned-sigma model must output {2 * c} channels, got {model_out.shape[1]}")
             eps, v = model_out[:, :c], model_out[:, c:]
             frac = (v.float() + 1) / 2
             log_var = frac * self._at("log_betas", i, xt) + (1 - frac) * self._at("post_log_var", i, xt)

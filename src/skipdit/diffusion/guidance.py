@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import UserError
+
 CFG_MODES = ("all", "dit_legacy")
 
 Condition = tuple[torch.Tensor | None, ...]
@@ -28,9 +30,9 @@ def classifier_free_guidance(
     call per step, as upstream); ``batched=False`` makes two calls of N, which halves peak activation
     memory. With ``scale == 1`` only the conditional branch runs."""
     if mode not in CFG_MODES:
-        raise ValueError(f"unknown guidance mode {mode!r}; valid: {', '.join(CFG_MODES)}")
+        raise UserError(f"unknown guidance mode {mode!r}; valid: {', '.join(CFG_MODES)}")
     if scale < 1.0:
-        raise ValueError(f"guidance scale must be >= 1 (1 disables guidance), got {scale}")
+        raise UserError(f"guidance scale must be >= 1 (1 disables guidance), got {scale}")
     if scale == 1.0:
         return lambda x, t, cond, uncond: model_fn(x, t, *cond)
     guided = 3 if mode == "dit_legacy" else eps_channels

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import UserError
 from .gaussian import GaussianDiffusion
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -30,7 +31,7 @@ class SeededNoise:
 
     def __call__(self, like: torch.Tensor) -> torch.Tensor:
         if like.shape[0] != len(self.generators):
-            raise ValueError(f"batch of {like.shape[0]} but {len(self.generators)} seeds")
+            raise UserError(f"batch of {like.shape[0]} but {len(self.generators)} seeds")
         draws = [torch.randn(like.shape[1:], generator=g) for g in self.generators]
         return torch.stack(draws).to(device=like.device, dtype=like.dtype)
 
@@ -56,7 +57,7 @@ def ddim_sample(
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12); ``eta=0`` is deterministic, ``eta=1`` matches DDPM's variance."""
     if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+        raise UserError(f"eta must be >= 0, got {eta}")
 
     def step(x, i, out):
         _, _, x0 = diffusion.p_mean_variance(out, x, i, clip_denoised)
@@ -87,8 +88,8 @@ def sample(name: str, *args, **kwargs) -> torch.Tensor:
     """Dispatch to a sampler by name (``ddpm`` or ``ddim``)."""
     if name == "ddpm":
         if kwargs.pop("eta", 0.0):
-            raise ValueError("eta applies to the ddim sampler only")
+            raise UserError("eta applies to the ddim sampler only")
         return ddpm_sample(*args, **kwargs)
     if name == "ddim":
         return ddim_sample(*args, **kwargs)
-    raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
+    raise UserError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")

@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from ..errors import UserError
+
 BETA_SCHEDULES = ("linear", "cosine")
 
 
@@ -31,7 +33,7 @@ def make_betas(schedule: str = "linear", num_timesteps: int = 1000) -> np.ndarra
             for i in range(num_timesteps)
         ]
         return np.array(betas, dtype=np.float64)
-    raise ValueError(f"unknown beta schedule {schedule!r}; valid: {', '.join(BETA_SCHEDULES)}")
+    raise UserError(f"unknown beta schedule {schedule!r}; valid: {', '.join(BETA_SCHEDULES)}")
 
 
 def space_timesteps(num_timesteps: int, spec: str | int) -> list[int]:
@@ -42,15 +44,15 @@ def space_timesteps(num_timesteps: int, spec: str | int) -> list[int]:
         for stride in range(1, num_timesteps):
             if len(range(0, num_timesteps, stride)) == count:
                 return list(range(0, num_timesteps, stride))
-        raise ValueError(f"cannot take exactly {count} strided steps from {num_timesteps} ({spec!r})")
+        raise UserError(f"cannot take exactly {count} strided steps from {num_timesteps} ({spec!r})")
     match = re.fullmatch(r"leading(\d+)(?:\+(\d+))?", spec)
     if match:
         count, offset = int(match[1]), int(match[2] or 0)
         if not 0 < count <= num_timesteps:
-            raise ValueError(f"respacing {spec!r}: step count must be in 1..{num_timesteps}")
+            raise UserError(f"respacing {spec!r}: step count must be in 1..{num_timesteps}")
         steps = [i * (num_timesteps // count) + offset for i in range(count)]
         if steps[-1] >= num_timesteps:
-            raise ValueError(f"respacing {spec!r}: offset pushes timesteps past {num_timesteps - 1}")
+            raise UserError(f"respacing {spec!r}: offset pushes timesteps past {num_timesteps - 1}")
         return steps
     sections = [_positive_int(part, spec) for part in spec.split(",")]
     size_per, extra = divmod(num_timesteps, len(sections))
@@ -58,7 +60,7 @@ def space_timesteps(num_timesteps: int, spec: str | int) -> list[int]:
     for i, count in enumerate(sections):
         size = size_per + (1 if i < extra else 0)
         if size < count:
-            raise ValueError(f"respacing {spec!r}: cannot take {count} steps from a section of {size}")
+            raise UserError(f"respacing {spec!r}: cannot take {count} steps from a section of {size}")
         stride = 1 if count <= 1 else (size - 1) / (count - 1)
         steps += [start + round(stride * k) for k in range(count)]
         start += size
@@ -81,7 +83,7 @@ def _positive_int(text: str, spec: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(
+        raise UserError(
             f"invalid respacing {spec!r}; use a step count like '250', 'ddim50', 'leading100+1' or sections '10,20'"
         )
     return value

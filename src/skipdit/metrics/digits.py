@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from .fid import feature_statistics, frechet_distance
 
 FEATURE_DIM = 64
@@ -81,7 +82,7 @@ class DigitsEvaluator:
 
         path = asset_path(DIGITS_EVALUATOR) if path is None else Path(path)
         if not Path(path).is_file():
-            raise FileNotFoundError(f"digits evaluator not found: {path}")
+            raise UserError(f"digits evaluator not found: {path}")
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             info = json.loads((f.metadata() or {}).get("info", "{}"))
@@ -105,7 +106,7 @@ def as_digit_batch(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         images = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
     if images.ndim != 4 or images.shape[1:] != (1, 16, 16):
-        raise ValueError(f"the digits evaluator takes 1x16x16 images, got shape {tuple(images.shape)}")
+        raise UserError(f"the digits evaluator takes 1x16x16 images, got shape {tuple(images.shape)}")
     return images.float()
 
 

@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from ..io import IMAGE_SUFFIXES, NpzArray, read_image
 
 OUTPUTS = ("pool", "spatial", "logits")
@@ -96,18 +97,18 @@ def open_images(path: str | os.PathLike) -> ImageSource:
     if str(path) == REAL_DIGITS and not path.exists():
         return _real_digits()
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found")
+        raise UserError(f"{path} not found")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise UserError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return ImageSource(lambda b: _read_files(files, b), len(files))
     if path.suffix != ".npz":
-        raise ValueError(f"{path} is neither a folder of images nor an .npz")
+        raise UserError(f"{path} is neither a folder of images nor an .npz")
     array = NpzArray(path)
     shape = (*array.shape, 1) if len(array.shape) == 3 else array.shape  # (N, H, W): one channel
     if len(shape) != 4 or shape[-1] not in (1, 3) or array.dtype.kind not in "uif":
-        raise ValueError(
+        raise UserError(
             f"{path}: arr_0 must hold images (N, H, W, C) with C in (1, 3), got {array.dtype} {array.shape}"
             + ("; videos need FVD" if len(shape) == 5 else "")
         )
@@ -129,7 +130,7 @@ def _read_files(files: Sequence[Path], batch_size: int) -> Iterator[np.ndarray]:
         for f in files[start : start + batch_size]:
             arrays.append(read_image(f))
             if arrays[-1].shape != arrays[0].shape:
-                raise ValueError(
+                raise UserError(
                     f"{f} is {arrays[-1].shape}, unlike {files[start]} {arrays[0].shape}: "
                     "all images must share one size"
                 )
@@ -138,7 +139,7 @@ def _read_files(files: Sequence[Path], batch_size: int) -> Iterator[np.ndarray]:
 
 def _batches(images, batch_size: int) -> Iterator[np.ndarray | torch.Tensor]:
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(images, ImageSource):
         yield from images.batches(batch_size)
     elif isinstance(images, (np.ndarray, torch.Tensor)):
@@ -155,9 +156,9 @@ def _to_nchw(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Te
     if x.ndim == 3:
         x = x.unsqueeze(-1)
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise ValueError(f"expected images (N, H, W, C) with C in (1, 3), got shape {tuple(x.shape)}")
+        raise UserError(f"expected images (N, H, W, C) with C in (1, 3), got shape {tuple(x.shape)}")
     if x.is_floating_point() and len(x) and (x.min() < 0 or x.max() > 255):
-        raise ValueError(f"float images must be in [0, 255], got values in [{x.min():.3g}, {x.max():.3g}]")
+        raise UserError(f"float images must be in [0, 255], got values in [{x.min():.3g}, {x.max():.3g}]")
     return x.to(device).permute(0, 3, 1, 2).float()
 
 
@@ -192,7 +193,7 @@ class FeatureNet:
         """The requested outputs of every image, computed in one pass, as float32 arrays."""
         unknown = [o for o in outputs if o not in self.provides]
         if unknown or not outputs:
-            raise ValueError(
+            raise UserError(
                 f"the {self.name} feature net gives no {', '.join(unknown)} features "
                 f"(it gives {', '.join(self.provides)})" + self._hint(unknown)
             )
@@ -207,7 +208,7 @@ class FeatureNet:
             bar.update(len(batch))
         bar.close()
         if not parts[outputs[0]]:
-            raise ValueError("no images given")
+            raise UserError("no images given")
         return {o: np.concatenate(p) for o, p in parts.items()}
 
     def _hint(self, outputs: Sequence[str]) -> str:
@@ -426,7 +427,7 @@ class InceptionFeatures(FeatureNet):
 
     def __init__(self, module: InceptionV3FID, name: str = "inception", preprocess: str = "tf"):
         if preprocess not in PREPROCESS:
-            raise ValueError(f"unknown Inception preprocessing {preprocess!r}; valid: {', '.join(PREPROCESS)}")
+            raise UserError(f"unknown Inception preprocessing {preprocess!r}; valid: {', '.join(PREPROCESS)}")
         super().__init__(module, name, INCEPTION_FAMILY)
         self.preprocess = preprocess
 
@@ -462,7 +463,7 @@ def load_inception_state_dict(
             for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong))
             if keys
         ]
-        raise ValueError(
+        raise UserError(
             f"{source} is not the FID Inception-v3 state dict (torchvision names, 1008 classes, as "
             f"pt_inception-2015-12-05-6726825d.pth); " + "; ".join(problems)
         )
@@ -525,7 +526,7 @@ def load_feature_net(spec: str, *, device: str | torch.device = "cpu", preproces
     kind, _, arg = spec.partition(":")
     if kind not in ("digits", "inception", "inception-ts") or (kind != "digits" and not arg):
         if not (Path(spec).suffix in (".pt", ".pth") or Path(spec).exists()):
-            raise ValueError(f"unknown feature net {spec!r}; valid: {SPECS}")
+            raise UserError(f"unknown feature net {spec!r}; valid: {SPECS}")
         kind, arg = "path", spec
     if kind == "digits":
         from ..assets import DIGITS_EVALUATOR, asset_path
@@ -533,28 +534,28 @@ def load_feature_net(spec: str, *, device: str | torch.device = "cpu", preproces
 
         path = Path(arg) if arg else asset_path(DIGITS_EVALUATOR)
         if not path.is_file():
-            raise FileNotFoundError(f"digits evaluator not found: {path}")
+            raise UserError(f"digits evaluator not found: {path}")
         net: FeatureNet = DigitsFeatures(DigitsEvaluator.load(path).net, f"digits@{_digest(path)}", "digits")
         return net.to(device)
     path = Path(arg)
     if not path.is_file():
-        raise FileNotFoundError(f"feature net weights not found: {path}")
+        raise UserError(f"feature net weights not found: {path}")
     if kind == "path":
         kind = "inception-ts" if _is_torchscript(path) else "inception"
     if kind == "inception-ts":
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as err:  # the loader raises RuntimeError, ValueError, ... on foreign files
-            raise ValueError(f"{path} is not a TorchScript file: {_first_line(err)}") from None
+            raise UserError(f"{path} is not a TorchScript file: {_first_line(err)}") from None
         return TorchScriptInception(module, f"inception-ts@{_digest(path)}").to(device)
     if _is_torchscript(path):
-        raise ValueError(f"{path} is a TorchScript file: use inception-ts:{path}")
+        raise UserError(f"{path} is a TorchScript file: use inception-ts:{path}")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors of every kind: not a weights file
-        raise ValueError(f"{path} is not a PyTorch state dict: {_first_line(err)}") from None
+        raise UserError(f"{path} is not a PyTorch state dict: {_first_line(err)}") from None
     if not isinstance(state_dict, Mapping):
-        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict")
+        raise UserError(f"{path} holds a {type(state_dict).__name__}, not a state dict")
     module = load_inception_state_dict(InceptionV3FID(), state_dict, str(path))
     return InceptionFeatures(module, f"inception[{preprocess}]@{_digest(path)}", preprocess).to(device)
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .features import INCEPTION_FAMILY, FeatureNet, ImageSource, open_images
 
 
@@ -40,7 +41,7 @@ def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray,
     """Mean (D,) and covariance (D, D) of features (N, D), in float64."""
     x = np.asarray(features.double().cpu() if isinstance(features, torch.Tensor) else features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
-        raise ValueError(f"need at least two feature vectors (N, D), got shape {x.shape}")
+        raise UserError(f"need at least two feature vectors (N, D), got shape {x.shape}")
     return x.mean(axis=0), np.cov(x, rowvar=False)
 
 
@@ -50,7 +51,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (len(mu1), len(mu1)):
-        raise ValueError(
+        raise UserError(
             f"mismatched statistics: means {mu1.shape}, {mu2.shape}; covariances {sigma1.shape}, {sigma2.shape}"
         )
     w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
@@ -79,7 +80,7 @@ class FeatureStats:
 
         path = Path(path)
         if path.suffix != ".npz":
-            raise ValueError(f"statistics are saved as .npz, not {path.name}")
+            raise UserError(f"statistics are saved as .npz, not {path.name}")
         keys = ("mu", "sigma", "mu_s", "sigma_s", "pool", "feature_net", "count")
         arrays = {k: np.asarray(getattr(self, k)) for k in keys if getattr(self, k) is not None}
         return atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
@@ -95,7 +96,7 @@ def read_stats(path: str | os.PathLike) -> FeatureStats | None:
             return None
         get = {k: f[k] for k in ("mu", "sigma", "mu_s", "sigma_s", "pool", "feature_net", "count") if k in f.files}
     if "sigma" not in get:
-        raise ValueError(f"{path} has mu but no sigma")
+        raise UserError(f"{path} has mu but no sigma")
     return FeatureStats(
         get["mu"],
         get["sigma"],
@@ -110,12 +111,12 @@ def read_stats(path: str | os.PathLike) -> FeatureStats | None:
 def check_same_net(stats: FeatureStats, net: FeatureNet, where: str | os.PathLike) -> None:
     if stats.feature_net is None:
         if net.family != INCEPTION_FAMILY:
-            raise ValueError(
+            raise UserError(
                 f"{where} holds statistics without a feature-net name, as ADM reference batches do "
                 f"(TF Inception-v3 features): compare them with an Inception feature net, not {net.name}"
             )
     elif stats.feature_net != net.name:
-        raise ValueError(
+        raise UserError(
             f"{where} holds statistics of the feature net {stats.feature_net}, not of {net.name}: "
             "recompute them with the same --features"
         )
@@ -159,12 +160,12 @@ def load_or_compute_stats(
         )
     check_same_net(stored, net, path)
     if spatial and (stored.mu_s is None or stored.sigma_s is None):
-        raise ValueError(
+        raise UserError(
             f"{path} stores no spatial statistics (mu_s, sigma_s), which sFID needs; recompute them with --sfid"
         )
     if keep_pool and stored.pool is None:
         if stored.feature_net is None:  # TF moments with our features in one file would mix two networks
-            raise ValueError(
+            raise UserError(
                 f"{path} stores ADM statistics without features; to save features with statistics of "
                 f"the same network, compute both from its images with --from-images"
             )
@@ -213,9 +214,9 @@ def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10) -> tupl
     """Mean and standard deviation of the IS over ``splits`` consecutive parts of logits (N, K) (module doc)."""
     x = torch.as_tensor(logits).double()
     if x.ndim != 2 or len(x) < 1:
-        raise ValueError(f"need logits (N, K), got shape {tuple(x.shape)}")
+        raise UserError(f"need logits (N, K), got shape {tuple(x.shape)}")
     if not 1 <= splits <= len(x):
-        raise ValueError(f"splits must be in [1, {len(x)}] for {len(x)} samples, got {splits}")
+        raise UserError(f"splits must be in [1, {len(x)}] for {len(x)} samples, got {splits}")
     p = torch.softmax(x, dim=1)  # p(y|x); a logit of -inf is a probability of exactly 0
     scores = []
     for i in range(splits):

@@ -14,6 +14,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
+
 # SSIM (Wang et al. 2004): an 11x11 Gaussian window with sigma 1.5 and K1 = 0.01, K2 = 0.03, as in the paper,
 # OpenCV's recipe used by VideoSys, and skimage's ``gaussian_weights=True``.
 SSIM_WINDOW = 11
@@ -33,7 +35,7 @@ def over_frames(metric: SampleMetric, a: torch.Tensor, b: torch.Tensor, name: st
     """``metric`` of samples (N, ...) -> (N,), applied to every frame of videos (N, F, H, W, C) and averaged over
     the frames; any other input goes to ``metric`` as it is."""
     if a.shape != b.shape:
-        raise ValueError(f"{name} needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise UserError(f"{name} needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.dim() != 5:
         return metric(a, b)
     n, f = a.shape[:2]
@@ -42,13 +44,13 @@ def over_frames(metric: SampleMetric, a: torch.Tensor, b: torch.Tensor, name: st
 
 def _check_images(x: torch.Tensor, name: str) -> None:
     if x.dim() != 4 or x.shape[0] == 0:
-        raise ValueError(f"{name} needs images (N, H, W, C) or videos (N, F, H, W, C) with N >= 1, "
+        raise UserError(f"{name} needs images (N, H, W, C) or videos (N, F, H, W, C) with N >= 1, "
                          f"got shape {tuple(x.shape)}")
 
 
 def _check_range(data_range: float) -> None:
     if not data_range > 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
+        raise UserError(f"data_range must be positive, got {data_range}")
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -80,7 +82,7 @@ def _ssim_images(a: torch.Tensor, b: torch.Tensor, data_range: float) -> torch.T
     _check_images(a, "SSIM")
     h, w = a.shape[1:3]
     if min(h, w) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its Gaussian window), "
+        raise UserError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its Gaussian window), "
                          f"got {h}x{w}")
     x = a.double().permute(0, 3, 1, 2)  # (N, C, H, W)
     y = b.double().permute(0, 3, 1, 2)
@@ -106,6 +108,6 @@ def cosine_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> t
 
 def _cosine_samples(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
     if a.dim() < 2 or a.shape[0] == 0:
-        raise ValueError(f"cosine similarity needs a batch (N, ...) with N >= 1, got shape {tuple(a.shape)}")
+        raise UserError(f"cosine similarity needs a batch (N, ...) with N >= 1, got shape {tuple(a.shape)}")
     x, y = a.double().flatten(1), b.double().flatten(1)
     return (x * y).sum(dim=1) / (x.norm(dim=1) * y.norm(dim=1)).clamp_min(eps)

@@ -69,6 +69,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..io import IMAGE_SUFFIXES, NpzArray, atomic_write, read_image, read_video
 from .fid import feature_statistics, frechet_distance
 
@@ -99,11 +100,11 @@ class ClipSpec:
     def __post_init__(self):
         for name in ("clip_length", "subsample"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+                raise UserError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.max_videos is not None and (int(self.max_videos) != self.max_videos or self.max_videos < 2):
-            raise ValueError(f"max_videos must be an integer >= 2 or None, got {self.max_videos!r}")
+            raise UserError(f"max_videos must be an integer >= 2 or None, got {self.max_videos!r}")
         if int(self.seed) != self.seed or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise UserError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     @property
     def frames_needed(self) -> int:
@@ -118,7 +119,7 @@ FAKE_CLIPS = ClipSpec()  # generated: 16 consecutive frames from frame 0
 def select_videos(count: int, max_videos: int | None = NUM_VIDEOS, seed: int = 0) -> list[int]:
     """Indices of the videos used, ascending: all of them, or a seeded random ``max_videos`` of them."""
     if count < 1:
-        raise ValueError("the video set is empty")
+        raise UserError("the video set is empty")
     if max_videos is None or count <= max_videos:
         return list(range(count))
     return sorted(np.random.default_rng(seed).choice(count, max_videos, replace=False).tolist())
@@ -133,7 +134,7 @@ def clip_indices(num_frames: int, spec: ClipSpec = FAKE_CLIPS, index: int = 0, n
     need = spec.frames_needed
     if num_frames < need:
         what = f"video {name!r}" if name else f"video {index}"
-        raise ValueError(f"{what} has {num_frames} frames, but a clip of {spec.clip_length} frames with subsample "
+        raise UserError(f"{what} has {num_frames} frames, but a clip of {spec.clip_length} frames with subsample "
                          f"{spec.subsample} needs at least {need} (clip_length x subsample, as StyleGAN-V)")
     offset = 0
     if spec.random_offset:
@@ -144,7 +145,7 @@ def clip_indices(num_frames: int, spec: ClipSpec = FAKE_CLIPS, index: int = 0, n
 # -- reading video sets -----------------------------------------------------------------------------------------
 def _check_video(frames: np.ndarray, name: str) -> np.ndarray:
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (1, 3):
-        raise ValueError(f"video {name!r} must be uint8 frames (F, H, W, C) with C in (1, 3), "
+        raise UserError(f"video {name!r} must be uint8 frames (F, H, W, C) with C in (1, 3), "
                          f"got {frames.dtype} {frames.shape}")
     return frames
 
@@ -163,7 +164,7 @@ class VideoSet:
             self._array = NpzArray(self.path)
             shape, dtype = self._array.shape, self._array.dtype
             if dtype != np.uint8 or len(shape) != 5 or shape[-1] not in (1, 3):
-                raise ValueError(f"{self.path}: arr_0 must be uint8 videos (N, F, H, W, C) with C in (1, 3), "
+                raise UserError(f"{self.path}: arr_0 must be uint8 videos (N, F, H, W, C) with C in (1, 3), "
                                  f"got {dtype} {shape}")
             self.kind = ".npz"
             self.names = [f"{self.path.name}[{k}]" for k in range(shape[0])]
@@ -178,13 +179,13 @@ class VideoSet:
                 self._files = [p for p in entries if p.is_dir() and any(
                     q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir())]
             if not self._files:
-                raise ValueError(f"no videos in {self.path}: expected {', '.join(FILE_KINDS)} files or folders "
+                raise UserError(f"no videos in {self.path}: expected {', '.join(FILE_KINDS)} files or folders "
                                  f"of {'/'.join(IMAGE_SUFFIXES)} frames")
             self.names = [p.name for p in self._files]
         elif not self.path.exists():
-            raise FileNotFoundError(f"no video set at {self.path}")
+            raise UserError(f"no video set at {self.path}")
         else:
-            raise ValueError(f"{self.path} is neither an .npz nor a folder of videos")
+            raise UserError(f"{self.path} is neither an .npz nor a folder of videos")
 
     def __len__(self) -> int:
         return len(self.names)
@@ -255,7 +256,7 @@ def load_detector(path: PathLike, device: str | torch.device = "cpu") -> Detecto
     """``torch.jit.load`` of a local I3D TorchScript file (the official one: :data:`DETECTOR_FILE`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no I3D detector at {path}: get StyleGAN-V's {DETECTOR_FILE} from {DETECTOR_URL} "
+        raise UserError(f"no I3D detector at {path}: get StyleGAN-V's {DETECTOR_FILE} from {DETECTOR_URL} "
                                 f"and pass its path (skipdit never downloads)")
     device = torch.device(device)
     return Detector(torch.jit.load(str(path), map_location=device).eval(), path.name, device)
@@ -269,7 +270,7 @@ def _batches(items: Iterator[np.ndarray], size: int) -> Iterator[torch.Tensor]:
     batch: list[np.ndarray] = []
     for item in items:
         if batch and item.shape != batch[0].shape:
-            raise ValueError(f"videos of different sizes in one set: {batch[0].shape} and {item.shape}")
+            raise UserError(f"videos of different sizes in one set: {batch[0].shape} and {item.shape}")
         batch.append(item)
         if len(batch) == size:
             yield torch.from_numpy(np.stack(batch))
@@ -342,7 +343,7 @@ def is_stats_file(path: PathLike) -> bool:
 
 def load_stats(path: PathLike) -> VideoStats:
     if not is_stats_file(path):
-        raise ValueError(f"{path} is not a statistics file (an .npz with mu, sigma and protocol)")
+        raise UserError(f"{path} is not a statistics file (an .npz with mu, sigma and protocol)")
     with np.load(path, allow_pickle=False) as data:
         return VideoStats(data["mu"], data["sigma"], int(data["count"]), json.loads(str(data["protocol"])))
 
@@ -355,7 +356,7 @@ def check_protocol(stats: VideoStats, spec: ClipSpec, detector_name: str, what: 
         diff = diff or ["metric"]
         have = ", ".join(f"{k}={stats.protocol.get(k)!r}" for k in diff)
         need = ", ".join(f"{k}={want.get(k, 'fvd')!r}" for k in diff)
-        raise ValueError(f"{what} were made with {have}, but this comparison uses {need}: recompute them")
+        raise UserError(f"{what} were made with {have}, but this comparison uses {need}: recompute them")
 
 
 def load_or_compute_stats(source: VideoStats | VideoSet | PathLike, detector: Detector, spec: ClipSpec,
@@ -375,7 +376,7 @@ def fvd(real: VideoStats | VideoSet | PathLike, fake: VideoStats | VideoSet | Pa
         batch_size: int = BATCH_SIZE, device: str | torch.device = "cpu", progress: bool = False) -> float:
     """FVD between two video sets, either given as saved statistics (checked against the protocol)."""
     if real_clips.clip_length != fake_clips.clip_length:
-        raise ValueError(f"real and fake clips must have the same length, got {real_clips.clip_length} and "
+        raise UserError(f"real and fake clips must have the same length, got {real_clips.clip_length} and "
                          f"{fake_clips.clip_length}")
     detector = _as_detector(detector, device)
     kwargs = dict(batch_size=batch_size, progress=progress)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .fidelity import over_frames
 
 # The ``lpips`` ScalingLayer: maps inputs in [-1, 1] to roughly ImageNet-normalised ones.
@@ -77,7 +78,7 @@ NETS: dict[str, NetSpec] = {
 
 def _spec(net: str) -> NetSpec:
     if net not in NETS:
-        raise ValueError(f"unknown LPIPS net {net!r}; valid: {sorted(NETS)}")
+        raise UserError(f"unknown LPIPS net {net!r}; valid: {sorted(NETS)}")
     return NETS[net]
 
 
@@ -144,13 +145,13 @@ class LPIPS(nn.Module):
         """Per-sample distance (N,) between x0 and x1 (N, 3, H, W) in [-1, 1]; 0 for identical inputs."""
         h, w = x0.shape[-2:]
         if min(h, w) < self.min_size:
-            raise ValueError(f"LPIPS ({self.name}) needs images of at least {self.min_size}x{self.min_size} pixels, "
+            raise UserError(f"LPIPS ({self.name}) needs images of at least {self.min_size}x{self.min_size} pixels, "
                              f"got {h}x{w}; upsample them first, or use a trunk with a smaller minimum "
                              f"({', '.join(f'{k}: {s.min_size}' for k, s in NETS.items())})")
         feats0 = self.trunk((x0 - self.shift) / self.scale)
         feats1 = self.trunk((x1 - self.shift) / self.scale)
         if not len(feats0) == len(feats1) == len(self.heads):
-            raise ValueError(f"the trunk gave {len(feats0)} feature maps for {len(self.heads)} heads")
+            raise UserError(f"the trunk gave {len(feats0)} feature maps for {len(self.heads)} heads")
         total = x0.new_zeros(x0.shape[0])
         for f0, f1, head in zip(feats0, feats1, self.heads):
             diff = (normalize_channels(f0) - normalize_channels(f1)) ** 2  # (N, C_l, h_l, w_l)
@@ -164,16 +165,16 @@ def lpips(a: torch.Tensor, b: torch.Tensor, model: LPIPS, *, batch_size: int = 6
     [0, data_range], C in (1, 3): inputs go to [-1, 1], grey is repeated to RGB, videos are scored per frame and
     averaged over frames. ``model`` runs ``batch_size`` images at a time on its own device."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if not data_range > 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
+        raise UserError(f"data_range must be positive, got {data_range}")
     return over_frames(partial(_lpips_images, model=model, batch_size=batch_size, data_range=data_range), a, b,
                        "LPIPS")
 
 
 def _lpips_images(a: torch.Tensor, b: torch.Tensor, model: LPIPS, batch_size: int, data_range: float) -> torch.Tensor:
     if a.dim() != 4 or a.shape[0] == 0 or a.shape[-1] not in (1, 3):
-        raise ValueError(f"LPIPS needs images (N, H, W, C) or videos (N, F, H, W, C) with C in (1, 3) and N >= 1, "
+        raise UserError(f"LPIPS needs images (N, H, W, C) or videos (N, F, H, W, C) with C in (1, 3) and N >= 1, "
                          f"got shape {tuple(a.shape)}")
     param = next(model.parameters())
     out = []
@@ -193,10 +194,10 @@ def _to_model_input(x: torch.Tensor, data_range: float) -> torch.Tensor:
 def _read_state_dict(path: str | Path, what: str) -> Mapping[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: it should hold {what}")
+        raise UserError(f"{path} not found: it should hold {what}")
     sd = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(sd, Mapping):
-        raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict of {what}")
+        raise UserError(f"{path} holds a {type(sd).__name__}, not a state dict of {what}")
     return sd
 
 
@@ -215,4 +216,4 @@ def _check_keys(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.
     if missing or unexpected or wrong:
         problems = [f"{label}: {_names(keys)}" for label, keys in
                     (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if keys]
-        raise ValueError(f"{path} is not {what}; " + "; ".join(problems))
+        raise UserError(f"{path} is not {what}; " + "; ".join(problems))

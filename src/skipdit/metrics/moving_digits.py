@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from ..train.moving_digits import DIGIT_SIZE, MOTIONS
 from .digits import DigitsEvaluator
 
@@ -24,7 +25,7 @@ _DIRECTIONS = torch.tensor([[0.0, -1.0], [0.0, 1.0], [-1.0, 0.0], [1.0, 0.0]])
 def _intensity(videos: torch.Tensor) -> torch.Tensor:
     """uint8 (N, F, H, W, C) -> float (N, F, H, W) in [0, 1]."""
     if videos.dtype != torch.uint8 or videos.ndim != 5:
-        raise ValueError(f"expected uint8 videos (N, F, H, W, C), got {videos.dtype} {tuple(videos.shape)}")
+        raise UserError(f"expected uint8 videos (N, F, H, W, C), got {videos.dtype} {tuple(videos.shape)}")
     return videos.float().mean(-1) / 255.0
 
 

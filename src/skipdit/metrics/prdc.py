@@ -24,6 +24,7 @@ import os
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .features import FeatureNet, open_images
 
 DEFAULT_K = 3
@@ -42,14 +43,14 @@ def _blocks(n: int, size: int) -> list[slice]:
 def _as_features(x, device, what: str) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(device, torch.float32)
     if t.ndim != 2 or len(t) == 0:
-        raise ValueError(f"{what} features must be (N, D) with N >= 1, got shape {tuple(t.shape)}")
+        raise UserError(f"{what} features must be (N, D) with N >= 1, got shape {tuple(t.shape)}")
     return t
 
 
 def _sq_radii(x: torch.Tensor, k: int, block_size: int) -> torch.Tensor:
     """Squared k-NN radius of every row of x (N, D), keeping only the k + 1 smallest distances per row."""
     if len(x) <= k:
-        raise ValueError(f"k = {k} nearest neighbours need more than {k} feature vectors, got {len(x)}")
+        raise UserError(f"k = {k} nearest neighbours need more than {k} feature vectors, got {len(x)}")
     radii = torch.empty(len(x), device=x.device)
     for rows in _blocks(len(x), block_size):
         best = None  # (b, k + 1): the smallest distances seen so far, the row's own 0 among them
@@ -70,11 +71,11 @@ def manifold_radii(features, k: int = DEFAULT_K, *, block_size: int = BLOCK_SIZE
 def prdc(real, fake, k: int = DEFAULT_K, *, block_size: int = BLOCK_SIZE, device=None) -> dict[str, float]:
     """Precision, recall, density and coverage (module doc) of ``fake`` (M, D) against ``real`` (N, D)."""
     if k < 1 or block_size < 1:
-        raise ValueError(f"k and block_size must be >= 1, got {k} and {block_size}")
+        raise UserError(f"k and block_size must be >= 1, got {k} and {block_size}")
     device = device or "cpu"
     r, f = _as_features(real, device, "real"), _as_features(fake, device, "sample")
     if r.shape[1] != f.shape[1]:
-        raise ValueError(f"real features have {r.shape[1]} dims, sample features {f.shape[1]}")
+        raise UserError(f"real features have {r.shape[1]} dims, sample features {f.shape[1]}")
     r_rad, f_rad = _sq_radii(r, k, block_size), _sq_radii(f, k, block_size)
     fake_in = torch.zeros(len(f), dtype=torch.bool, device=r.device)  # inside some real ball: precision
     real_in = torch.zeros(len(r), dtype=torch.bool, device=r.device)  # inside some sample ball: recall
@@ -112,7 +113,7 @@ def pool_features(
     except ValueError:
         if stored is None:
             raise
-        raise ValueError(
+        raise UserError(
             f"{path} stores statistics but no features, which precision / recall need: save the "
             "reference with --keep-features, or pass its images"
         ) from None

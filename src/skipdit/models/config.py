@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..errors import UserError
 from .skip import SKIP_INITS
 
 COMMON_POSITIVE = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads")
@@ -20,17 +21,17 @@ class ModelConfig:
         """Raise ``ValueError`` naming the field for every invalid common value."""
         for name in COMMON_POSITIVE + positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.input_size % self.patch_size:
-            raise ValueError(f"input size {self.input_size} is not divisible by the patch size {self.patch_size}")
+            raise UserError(f"input size {self.input_size} is not divisible by the patch size {self.patch_size}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads")
+            raise UserError(f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads")
         if self.hidden_size % 4:
-            raise ValueError(f"hidden size must be divisible by 4 (2-D sin-cos), got {self.hidden_size}")
+            raise UserError(f"hidden size must be divisible by 4 (2-D sin-cos), got {self.hidden_size}")
         if self.skip_init not in SKIP_INITS:
-            raise ValueError(f"unknown skip_init {self.skip_init!r}; valid: {', '.join(SKIP_INITS)}")
+            raise UserError(f"unknown skip_init {self.skip_init!r}; valid: {', '.join(SKIP_INITS)}")
         if dropout is not None and not 0.0 <= getattr(self, dropout) < 1.0:
-            raise ValueError(f"{dropout} must be in [0, 1), got {getattr(self, dropout)}")
+            raise UserError(f"{dropout} must be in [0, 1), got {getattr(self, dropout)}")
 
     @property
     def out_channels(self) -> int:
@@ -41,5 +42,5 @@ class ModelConfig:
         valid = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - valid)
         if unknown:
-            raise ValueError(f"unknown {self.family} config field(s) {unknown}; valid: {', '.join(sorted(valid))}")
+            raise UserError(f"unknown {self.family} config field(s) {unknown}; valid: {', '.join(sorted(valid))}")
         return dataclasses.replace(self, **changes)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .config import ModelConfig
 from .layers import Attention, LabelEmbedder, Mlp, PatchEmbed, TimestepEmbedder, modulate, sincos_2d
 from .skip import LongSkipStack, init_long_skips_, make_long_skips, scoped, sublayer
@@ -45,7 +46,7 @@ class DiTConfig(ModelConfig):
     def __post_init__(self):
         self.check(("num_classes",), dropout="class_dropout_prob")
         if self.long_skip and self.depth % 2:
-            raise ValueError(f"long skips pair block i with block depth-1-i; depth must be even, got {self.depth}")
+            raise UserError(f"long skips pair block i with block depth-1-i; depth must be even, got {self.depth}")
 
 
 class DiTBlock(nn.Module):
@@ -150,7 +151,7 @@ class DiT(LongSkipStack, nn.Module):
     def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
         """(C, H, W) of one sample; an image model takes no frame count."""
         if num_frames not in (None, 1):
-            raise ValueError("this is an image model: --num-frames does not apply")
+            raise UserError("this is an image model: --num-frames does not apply")
         size = self.config.input_size
         return (self.config.in_channels, size, size)
 
@@ -190,7 +191,7 @@ class DiT(LongSkipStack, nn.Module):
         drops nothing at random (the training loop draws the drops itself, reproducibly)."""
         size = self.config.input_size
         if x.shape[-2:] != (size, size):
-            raise ValueError(f"expected inputs of spatial size {size}x{size}, got {tuple(x.shape[-2:])}")
+            raise UserError(f"expected inputs of spatial size {size}x{size}, got {tuple(x.shape[-2:])}")
         h, c = self.embed(x, t, y, force_drop)
         h = self.run_units(h, c) if cache is None else cache.run_units(self, h, c)
         return self.head(h, c)

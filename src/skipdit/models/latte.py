@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .config import ModelConfig
 from .dit import DiTBlock, FinalLayer, init_dit_weights_
 from .layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, sincos_1d
@@ -53,11 +54,11 @@ class LatteConfig(ModelConfig):
     def __post_init__(self):
         self.check(("num_frames",), dropout="class_dropout_prob")
         if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0 (0: unconditional), got {self.num_classes}")
+            raise UserError(f"num_classes must be >= 0 (0: unconditional), got {self.num_classes}")
         if self.depth % 2:
-            raise ValueError(f"Latte blocks come in (spatial, temporal) pairs; depth must be even, got {self.depth}")
+            raise UserError(f"Latte blocks come in (spatial, temporal) pairs; depth must be even, got {self.depth}")
         if self.long_skip and self.depth % 4:
-            raise ValueError(f"long skips pair unit i with unit {self.depth // 2}-1-i; depth must be a multiple "
+            raise UserError(f"long skips pair unit i with unit {self.depth // 2}-1-i; depth must be a multiple "
                              f"of 4, got {self.depth}")
 
 
@@ -79,10 +80,10 @@ class VideoContext:
 def check_frames(frames: int, num_image_frames: int, max_frames: int) -> int:
     """The number of video frames, or a clear error if the temporal embedding cannot serve them."""
     if not 0 <= num_image_frames <= frames:
-        raise ValueError(f"num_image_frames={num_image_frames} must be in 0..{frames} (the input's frames)")
+        raise UserError(f"num_image_frames={num_image_frames} must be in 0..{frames} (the input's frames)")
     video = frames - num_image_frames
     if video > max_frames:
-        raise ValueError(f"{video} video frames, but this model's temporal embedding serves at most {max_frames} "
+        raise UserError(f"{video} video frames, but this model's temporal embedding serves at most {max_frames} "
                          f"(num_frames={max_frames}); sample with --num-frames {max_frames} or fewer")
     return video
 
@@ -115,7 +116,7 @@ class VideoStack(LongSkipStack):
         """(C, F, H, W) of one sample; ``num_frames`` defaults to the most the model serves."""
         frames = check_frames(num_frames or self.config.num_frames, 0, self.config.num_frames)
         if frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+            raise UserError(f"num_frames must be >= 1, got {num_frames}")
         size = self.config.input_size
         return (self.config.in_channels, frames, size, size)
 
@@ -172,7 +173,7 @@ class Latte(VideoStack, nn.Module):
         n, _, frames, height, width = x.shape
         size = self.config.input_size
         if (height, width) != (size, size):
-            raise ValueError(f"expected frames of size {size}x{size}, got {height}x{width}")
+            raise UserError(f"expected frames of size {size}x{size}, got {height}x{width}")
         video = check_frames(frames, num_image_frames, self.config.num_frames)
         h = self.x_embedder(x.transpose(1, 2).flatten(0, 1)) + self.pos_embed  # (N*F, T, D)
         c = self.t_embedder(t)  # (N, D)
@@ -215,7 +216,7 @@ class Latte(VideoStack, nn.Module):
         """``cache`` is a :class:`skipdit.cache.CacheState`. ``num_image_frames``: the last frames of ``x``
         are independent images (joint training), with classes ``image_labels`` (N, num_image_frames)."""
         if self.config.num_classes and y is None:
-            raise ValueError("this Latte is class-conditional: pass labels y")
+            raise UserError("this Latte is class-conditional: pass labels y")
         h, ctx = self.embed(x, t, y, force_drop=force_drop, num_image_frames=num_image_frames,
                             image_labels=image_labels)
         h = self.run_units(h, ctx) if cache is None else cache.run_units(self, h, ctx)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from .config import ModelConfig
 from .latte import VideoContext, VideoStack, check_frames, to_spatial, to_temporal, unpatchify_frames
 from .layers import PatchEmbed, sincos_1d, sincos_2d, timestep_embedding
@@ -57,7 +58,7 @@ class LatteT2VConfig(ModelConfig):
     def __post_init__(self):
         self.check(("caption_channels", "num_frames"), dropout="caption_dropout_prob")
         if self.long_skip and self.depth % 2:
-            raise ValueError(f"long skips pair layer i with layer depth-1-i; depth must be even, got {self.depth}")
+            raise UserError(f"long skips pair layer i with layer depth-1-i; depth must be even, got {self.depth}")
 
 
 # -- layers in diffusers' naming ---------------------------------------------------------------------------
@@ -219,9 +220,9 @@ class LatteT2V(VideoStack, nn.Module):
         n, _, frames, height, width = x.shape
         size = self.config.input_size
         if (height, width) != (size, size):
-            raise ValueError(f"expected frames of size {size}x{size}, got {height}x{width}")
+            raise UserError(f"expected frames of size {size}x{size}, got {height}x{width}")
         if text.shape[-1] != self.config.caption_channels:
-            raise ValueError(f"caption embeddings of width {text.shape[-1]}, but this model takes "
+            raise UserError(f"caption embeddings of width {text.shape[-1]}, but this model takes "
                              f"{self.config.caption_channels} (use the text encoder it was trained with)")
         video = check_frames(frames, num_image_frames, self.config.num_frames)
         h = self.pos_embed(x.transpose(1, 2).flatten(0, 1)) + self.spatial_pos  # (N*F, T, D)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation; ``shift``/``scale`` are per sample (N, D), ``x`` is (N, T, D)."""
@@ -37,7 +39,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
+            raise UserError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -124,7 +126,7 @@ def sincos_2d(dim: int, grid_size: int, interpolation_scale: float = 1.0) -> tor
     ``interpolation_scale`` (diffusers' PatchEmbed, for models trained at a larger size).
     """
     if dim % 4:
-        raise ValueError(f"2-D sin-cos embedding needs a hidden size divisible by 4, got {dim}")
+        raise UserError(f"2-D sin-cos embedding needs a hidden size divisible by 4, got {dim}")
     coords = torch.arange(grid_size, dtype=torch.float64) / interpolation_scale
     rows, cols = torch.meshgrid(coords, coords, indexing="ij")
     return torch.cat([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], dim=1)  # (G*G, dim)

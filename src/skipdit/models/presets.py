@@ -7,6 +7,7 @@ type decides the architecture (:data:`ARCHS`): ``DiTConfig`` -> DiT, ``LatteConf
 
 from __future__ import annotations
 
+from ..errors import UserError
 from ..registry import Registry
 from .dit import DiT, DiTConfig
 from .latte import Latte, LatteConfig
@@ -69,5 +70,5 @@ def model_from_config(config: ModelConfig):
 def config_from_dict(arch: str, fields: dict) -> ModelConfig:
     """A config from its stored form (our safetensors metadata, training checkpoints)."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
+        raise UserError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
     return ARCHS[arch][0](**fields)

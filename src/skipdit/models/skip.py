@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..errors import UserError
+
 SKIP_INITS = ("torch_default", "xavier", "zero")
 
 # A sublayer memo lets a cache reuse the outputs of attention / MLP sublayers across steps. A block calls
@@ -80,7 +82,7 @@ def init_long_skips_(norms: nn.ModuleList, linears: nn.ModuleList, scheme: str) 
     makes a converted vanilla model function-preserving, because the LayerNorm precedes the Linear.
     """
     if scheme not in SKIP_INITS:
-        raise ValueError(f"unknown skip init {scheme!r}; valid: {', '.join(SKIP_INITS)}")
+        raise UserError(f"unknown skip init {scheme!r}; valid: {', '.join(SKIP_INITS)}")
     for norm in norms:
         norm.reset_parameters()
     for module in linears:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
@@ -61,10 +63,10 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, bad pickle, ...: torch raises several types
-        raise ValueError(f"{path.name} is unreadable ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise UserError(f"{path.name} is unreadable ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
     if missing:
-        raise ValueError(f"{path.name} is not a skipdit training checkpoint (missing {', '.join(missing)})")
+        raise UserError(f"{path.name} is not a skipdit training checkpoint (missing {', '.join(missing)})")
     return payload
 
 
@@ -85,7 +87,7 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> tuple[dict, Path] | None:
             continue
         return payload, path
     if problems:
-        raise ValueError(f"no readable checkpoint in {Path(run_dir) / CHECKPOINT_DIR}: {'; '.join(problems)}. "
+        raise UserError(f"no readable checkpoint in {Path(run_dir) / CHECKPOINT_DIR}: {'; '.join(problems)}. "
                          "Move the files away to start the run afresh.")
     return None
 
@@ -105,19 +107,19 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, weights: str =
     from ..models import config_from_dict, model_from_config
 
     if weights not in ("ema", "model"):
-        raise ValueError(f"weights must be ema or model, got {weights!r}")
+        raise UserError(f"weights must be ema or model, got {weights!r}")
     if not Path(run_dir).is_dir():
-        raise FileNotFoundError(f"run folder not found: {run_dir}")
+        raise UserError(f"run folder not found: {run_dir}")
     if step is None:
         found = latest_checkpoint(run_dir)
         if found is None:
-            raise FileNotFoundError(f"no checkpoints in {Path(run_dir) / CHECKPOINT_DIR}")
+            raise UserError(f"no checkpoints in {Path(run_dir) / CHECKPOINT_DIR}")
         payload = found[0]
     else:
         path = checkpoint_path(run_dir, step)
         if not path.is_file():
             kept = ", ".join(str(s) for s, _ in list_checkpoints(run_dir)) or "none"
-            raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir} (kept steps: {kept})")
+            raise UserError(f"no checkpoint for step {step} in {run_dir} (kept steps: {kept})")
         payload = read_training_checkpoint(path)
     model = model_from_config(config_from_dict(payload.get("arch", "dit"), payload["model_config"]))
     model.load_state_dict(payload[weights])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..diffusion.gaussian import parse_loss_weighting
+from ..errors import UserError
 
 STAGES = ("full", "skip-only")
 PRECISIONS = ("fp32", "bf16")
@@ -51,11 +52,11 @@ class DataConfig:
         if self.per_class is not None:
             _check_min("data.per_class", self.per_class, 1)
         if self.image_frames and self.kind != "moving-digits":
-            raise ValueError("data.image_frames applies to video data (data.kind=moving-digits)")
+            raise UserError("data.image_frames applies to video data (data.kind=moving-digits)")
         if self.kind not in ("digits", "captioned-digits", "moving-digits") and not self.path:
-            raise ValueError(f"data.path is required for data.kind={self.kind}")
+            raise UserError(f"data.path is required for data.kind={self.kind}")
         if self.kind == "image-folder" and not self.image_size:
-            raise ValueError("data.image_size is required for data.kind=image-folder")
+            raise UserError("data.image_size is required for data.kind=image-folder")
         _check_min("data.workers", self.workers, 0)
 
 
@@ -103,11 +104,11 @@ class TrainConfig:
         if self.micro_batch is not None:
             _check_min("micro_batch", self.micro_batch, 1)
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise UserError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+            raise UserError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         parse_loss_weighting(self.loss_weighting)
 
     def to_dict(self) -> dict:
@@ -119,12 +120,12 @@ class TrainConfig:
 
 def _check_choice(name: str, value, valid: tuple[str, ...]) -> None:
     if value not in valid:
-        raise ValueError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
+        raise UserError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
 
 
 def _check_min(name: str, value: int, low: int) -> None:
     if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
+        raise UserError(f"{name} must be >= {low}, got {value}")
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def load_config(path: str | os.PathLike | None = None, sets: list[str] = ()) -> 
     for item in sets:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set takes key=value, got {item!r}")
+            raise UserError(f"--set takes key=value, got {item!r}")
         _set_dotted(raw, key.strip(), _yaml().safe_load(text) if text.strip() else None)
     return from_dict(raw)
 
@@ -144,12 +145,12 @@ def load_config(path: str | os.PathLike | None = None, sets: list[str] = ()) -> 
 def from_dict(raw: dict, cls=TrainConfig, prefix: str = ""):
     """Build ``cls`` from plain data, checking every key and converting every value to its field type."""
     if not isinstance(raw, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(raw).__name__}")
+        raise UserError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(names))
     if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+        raise UserError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
                          f"valid: {', '.join(prefix + n for n in names)}")
     values = {k: _coerce(prefix + k, v, hints[k]) for k, v in raw.items()}
     return cls(**values)
@@ -192,7 +193,7 @@ def _coerce(name: str, value, kind):
                 raise TypeError
             return tuple(_coerce(name, v, a) for v, a in zip(value, args))
     except (TypeError, ValueError):
-        raise ValueError(f"config key {name}: expected {_type_name(kind)}, got {value!r}") from None
+        raise UserError(f"config key {name}: expected {_type_name(kind)}, got {value!r}") from None
     raise TypeError(f"unsupported config type {kind} for {name}")  # a bug in this module, not user input
 
 
@@ -206,7 +207,7 @@ def _set_dotted(raw: dict, key: str, value) -> None:
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ValueError(f"--set {key}: {part} is not a section")
+            raise UserError(f"--set {key}: {part} is not a section")
     node[last] = value
 
 
@@ -214,17 +215,17 @@ def _yaml():
     try:
         import yaml
     except ImportError as err:
-        raise ImportError("training configs need PyYAML: pip install pyyaml") from err
+        raise UserError("training configs need PyYAML: pip install pyyaml") from err
     return yaml
 
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
+        raise UserError(f"config not found: {path}")
     try:
         raw = _yaml().safe_load(path.read_text())
     except _yaml().YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
+        raise UserError(f"{path} is not valid YAML: {err}") from None
     return raw or {}
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import UserError
 from ..io import IMAGE_SUFFIXES
 from .config import DataConfig
 
@@ -75,7 +76,7 @@ def load_digits_tensors(size: int = DIGITS_SIZE) -> tuple[torch.Tensor, torch.Te
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:
-        raise ImportError("the digits dataset needs scikit-learn: pip install 'skipdit[train]'") from err
+        raise UserError("the digits dataset needs scikit-learn: pip install 'skipdit[train]'") from err
     digits = load_digits()
     images = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
     images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
@@ -173,14 +174,14 @@ class ImageFolder(Dataset):
     def __init__(self, root: str | os.PathLike, image_size: int):
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"data path not found: {root}")
+            raise UserError(f"data path not found: {root}")
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
         self.files: list[tuple[Path, int]] = [
             (f, label) for label, name in enumerate(self.classes) for f in sorted((root / name).rglob("*"))
             if f.suffix.lower() in IMAGE_SUFFIXES
         ]
         if not self.files:
-            raise ValueError(f"no images in {root}: expected {root}/<class>/<image>{'|'.join(IMAGE_SUFFIXES)}")
+            raise UserError(f"no images in {root}: expected {root}/<class>/<image>{'|'.join(IMAGE_SUFFIXES)}")
         self.image_size = image_size
 
     def __len__(self) -> int:
@@ -205,14 +206,14 @@ class LatentShards(Dataset):
         root = Path(root)
         index_path = root / LATENT_INDEX
         if not index_path.is_file():
-            raise FileNotFoundError(f"no latent shards at {root} (missing {LATENT_INDEX}); "
+            raise UserError(f"no latent shards at {root} (missing {LATENT_INDEX}); "
                                     "write them with `skipdit extract-latents`")
         index = json.loads(index_path.read_text())
         self.root = root
         self.shards = [s["file"] for s in index["shards"]]
         self.offsets = np.cumsum([0] + [s["count"] for s in index["shards"]]).tolist()
         if self.offsets[-1] == 0:
-            raise ValueError(f"the latent dataset at {root} is empty")
+            raise UserError(f"the latent dataset at {root} is empty")
         self.scaling_factor = float(index["scaling_factor"])
         self.num_classes = int(index["num_classes"])
         self.sample_shape = tuple(index["latent_shape"])
@@ -256,7 +257,7 @@ def extract_latents(
     from ..vae import load_vae
 
     if image_size % 8:
-        raise ValueError(f"image size {image_size} is not divisible by 8 (the VAE's downsampling)")
+        raise UserError(f"image size {image_size} is not divisible by 8 (the VAE's downsampling)")
     dataset = ImageFolder(image_dir, image_size)
     vae = load_vae(vae_dir, device)
     out = Path(out_dir)
@@ -306,7 +307,7 @@ class StepBatches(Sampler[list[int]]):
 
     def __init__(self, size: int, global_batch: int, start: int, stop: int, seed: int, rank: int = 0, world: int = 1):
         if global_batch % world:
-            raise ValueError(f"global_batch {global_batch} is not divisible by the {world} processes")
+            raise UserError(f"global_batch {global_batch} is not divisible by the {world} processes")
         self.size, self.global_batch, self.start, self.stop = size, global_batch, start, stop
         self.seed, self.rank, self.world = seed, rank, world
         self._perms: dict[int, torch.Tensor] = {}

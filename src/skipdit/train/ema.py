@@ -8,6 +8,8 @@ import copy
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 
 def make_ema(model: nn.Module) -> nn.Module:
     """A frozen copy of ``model`` in eval mode, to be updated with :func:`update_ema_`."""
@@ -21,5 +23,5 @@ def update_ema_(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """One EMA step over all parameters. ``lerp(ema, theta, 1 - decay)`` is the formula above."""
     ema_params, params = list(ema.parameters()), list(model.parameters())
     if len(ema_params) != len(params):
-        raise ValueError("EMA and model have different parameters")
+        raise UserError("EMA and model have different parameters")
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # one fused kernel per dtype/device group

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from ..convert.checkpoint import check_architecture, load_state_into, read_weights
 from ..diffusion import GaussianDiffusion
 from ..distributed import init_distributed, resolve_device, shutdown
+from ..errors import UserError
 from ..models import arch_of, config_from_dict, model_from_config, preset_config
 from .checkpoint import checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig, dump_config
@@ -63,7 +64,7 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
     micro = config.micro_batch or share
     if config.stage == "skip-only" and not config.init:
         # adaLN-Zero blocks and head start at zero, so no gradient would reach the skips of a fresh model
-        raise ValueError("stage skip-only trains the long skips of pretrained weights: set init (--init PATH)")
+        raise UserError("stage skip-only trains the long skips of pretrained weights: set init (--init PATH)")
     resumed = latest_checkpoint(run_dir)
     if resumed is not None:
         _check_same_run(resumed[0], model_config, config, resumed[1])
@@ -240,16 +241,16 @@ def resolve_model_config(config: TrainConfig, data: TrainData, text_dim: int | N
     shape = data.sample_shape
     if (len(shape) == 4) != (arch != "dit"):
         kind = "video" if len(shape) == 4 else "image"
-        raise ValueError(f"data.kind={config.data.kind} gives {kind}s, which model {config.model} does not take")
+        raise UserError(f"data.kind={config.data.kind} gives {kind}s, which model {config.model} does not take")
     height, width = shape[-2:]
     if height != width:
-        raise ValueError(f"square inputs only, the data gives {height}x{width}")
+        raise UserError(f"square inputs only, the data gives {height}x{width}")
     fitted = {"input_size": height, "in_channels": shape[0]}
     if arch != "dit":
         fitted["num_frames"] = shape[1]
     if arch == "latte_t2v":
         if data.captions is None:
-            raise ValueError(f"model {config.model} is text-conditioned; data.kind={config.data.kind} has no captions")
+            raise UserError(f"model {config.model} is text-conditioned; data.kind={config.data.kind} has no captions")
         fitted["caption_channels"] = text_dim
     else:
         fitted["num_classes"] = data.num_classes
@@ -257,17 +258,17 @@ def resolve_model_config(config: TrainConfig, data: TrainData, text_dim: int | N
     clashes = [f"{k}={getattr(model_config, k)} (data: {v})" for k, v in fitted.items()
                if getattr(model_config, k) != v and not (k == "num_frames" and getattr(model_config, k) > v)]
     if clashes:
-        raise ValueError(f"model_args do not fit the data: {', '.join(clashes)}")
+        raise UserError(f"model_args do not fit the data: {', '.join(clashes)}")
     return model_config
 
 
 def _check_batching(config: TrainConfig, world: int) -> int:
     """This process's share of the global batch."""
     if config.global_batch % world:
-        raise ValueError(f"global_batch {config.global_batch} is not divisible by the {world} processes")
+        raise UserError(f"global_batch {config.global_batch} is not divisible by the {world} processes")
     share = config.global_batch // world
     if config.micro_batch and share % config.micro_batch:
-        raise ValueError(f"micro_batch {config.micro_batch} does not divide the per-process batch {share}")
+        raise UserError(f"micro_batch {config.micro_batch} does not divide the per-process batch {share}")
     return share
 
 
@@ -285,7 +286,7 @@ def _check_same_run(payload: dict, model_config, config: TrainConfig, path: Path
         if before != getattr(config, key):
             diffs.append(f"{key}: {before} -> {getattr(config, key)}")
     if diffs:
-        raise ValueError(f"{path.parent.parent} holds a run of another architecture ({'; '.join(diffs)}); "
+        raise UserError(f"{path.parent.parent} holds a run of another architecture ({'; '.join(diffs)}); "
                          "use a new run_dir (a next stage starts a new run with init: <checkpoint>)")
 
 
@@ -294,7 +295,7 @@ def _load_init(model, path: str) -> None:
     # a training checkpoint gives its raw weights: training continues those, not the EMA
     state, fmt, known = read_weights(path, prefer=("model", "ema", "state_dict"), input_size=model.config.input_size)
     if known.pop("arch") != arch_of(model.config):
-        raise ValueError(f"init {path} is not a {arch_of(model.config)} checkpoint")
+        raise UserError(f"init {path} is not a {arch_of(model.config)} checkpoint")
     check_architecture(known, model.config, path)
     report = load_state_into(model, state, skip_init=model.config.skip_init, source_format=fmt)
     if report.new:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
+
 MOTIONS = ("left", "right", "up", "down")  # motion id = index
 MOTION_PHRASES = ("to the left", "to the right", "up", "down")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -36,10 +38,10 @@ _STEPS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
 def caption(digit: int, motion: int, template: int = 0) -> str:
     """``caption(7, MOTIONS.index("up")) == "the digit 7 moves up"``."""
     if not 0 <= digit < NUM_DIGIT_CLASSES:
-        raise ValueError(f"digit must be in 0..9, got {digit}")
+        raise UserError(f"digit must be in 0..9, got {digit}")
     _check_motion(motion)
     if not 0 <= template < len(CAPTION_TEMPLATES):
-        raise ValueError(f"template must be in 0..{len(CAPTION_TEMPLATES) - 1}, got {template}")
+        raise UserError(f"template must be in 0..{len(CAPTION_TEMPLATES) - 1}, got {template}")
     return CAPTION_TEMPLATES[template].format(digit=digit, word=NUMBER_WORDS[digit], motion=MOTION_PHRASES[motion])
 
 
@@ -51,14 +53,14 @@ def all_captions() -> list[str]:
 
 def _check_motion(motion: int) -> None:
     if not 0 <= int(motion) < len(MOTIONS):
-        raise ValueError(f"motion must be an index into {MOTIONS}, got {motion}")
+        raise UserError(f"motion must be an index into {MOTIONS}, got {motion}")
 
 
 def _check_geometry(num_frames: int, canvas: int) -> None:
     if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        raise UserError(f"num_frames must be >= 1, got {num_frames}")
     if canvas < DIGIT_SIZE + num_frames - 1:
-        raise ValueError(f"a {canvas}x{canvas} canvas is too small for {num_frames} frames: an 8x8 digit moving "
+        raise UserError(f"a {canvas}x{canvas} canvas is too small for {num_frames} frames: an 8x8 digit moving "
                          f"1 px per frame needs canvas >= {DIGIT_SIZE + num_frames - 1}")
 
 
@@ -98,11 +100,11 @@ def moving_digit(image8: torch.Tensor, motion: int, *, num_frames: int = 8, canv
     ``offset`` is the digit's position on the axis it does not move along (0 .. canvas - 8).
     """
     if tuple(image8.shape) != (DIGIT_SIZE, DIGIT_SIZE):
-        raise ValueError(f"image8 must be (8, 8), got {tuple(image8.shape)}")
+        raise UserError(f"image8 must be (8, 8), got {tuple(image8.shape)}")
     _check_motion(motion)
     _check_geometry(num_frames, canvas)
     if not 0 <= offset <= canvas - DIGIT_SIZE:
-        raise ValueError(f"offset must be in 0..{canvas - DIGIT_SIZE}, got {offset}")
+        raise UserError(f"offset must be in 0..{canvas - DIGIT_SIZE}, got {offset}")
     return _render(image8[None].float(), torch.tensor([int(motion)]), torch.tensor([int(offset)]), num_frames,
                    canvas)[0]
 
@@ -112,7 +114,7 @@ def load_digits8() -> tuple[torch.Tensor, torch.Tensor]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:
-        raise ImportError("the digits datasets need scikit-learn: pip install 'skipdit[train]'") from err
+        raise UserError("the digits datasets need scikit-learn: pip install 'skipdit[train]'") from err
     digits = load_digits()
     return torch.from_numpy(digits.images).float() / 8 - 1, torch.from_numpy(digits.target).long()
 
@@ -146,11 +148,11 @@ def make_moving_digits(
     """
     _check_geometry(num_frames, canvas)
     if copies < 1:
-        raise ValueError(f"copies must be >= 1, got {copies}")
+        raise UserError(f"copies must be >= 1, got {copies}")
     images, digit_labels = load_digits8()  # (D, 8, 8), (D,)
     if per_class is not None:
         if per_class < 1:
-            raise ValueError(f"per_class must be >= 1, got {per_class}")
+            raise UserError(f"per_class must be >= 1, got {per_class}")
         keep = torch.cat([torch.nonzero(digit_labels == d).flatten()[:per_class] for d in range(NUM_DIGIT_CLASSES)])
         images, digit_labels = images[keep.sort().values], digit_labels[keep.sort().values]
     num_motions, num_templates = len(MOTIONS), len(CAPTION_TEMPLATES)

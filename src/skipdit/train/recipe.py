@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UserError
 from .config import STAGES
 
 FIXED_TABLES = ("pos_embed", "temp_embed")  # sin-cos tables stored as frozen Parameters (DiT, Latte)
@@ -21,9 +22,9 @@ def stage_modules(model: nn.Module, stage: str) -> list[nn.Module]:
         return [model]
     if stage == "skip-only":
         if not getattr(model, "has_long_skips", False):
-            raise ValueError("stage skip-only needs a model with long skips (a -skip preset)")
+            raise UserError("stage skip-only needs a model with long skips (a -skip preset)")
         return [model.skip_norms, model.skip_linears]
-    raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    raise UserError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
 
 
 def apply_stage(model: nn.Module, stage: str) -> list[nn.Parameter]:

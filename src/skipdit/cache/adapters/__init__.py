@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 
+from ...errors import UserError
 from ..base import CacheStats
 from ..skip_cache import SkipCache
 from .blocks import BlockCache, LongSkipLayout
@@ -41,13 +42,13 @@ def enable(target, spec, *, timesteps: Sequence[int] | None = None, calls_per_st
     scheduler = getattr(target, "scheduler", None) if transformer is not target else None
     kind = type(transformer).__name__
     if kind not in LAYOUTS:
-        raise ValueError(f"no Skip-Cache adapter for {kind}; supported: {', '.join(LAYOUTS)} "
+        raise UserError(f"no Skip-Cache adapter for {kind}; supported: {', '.join(LAYOUTS)} "
                          "(skipdit's own models take cache=... in skipdit.generate)")
     policy = parse_cache(spec)
     if not isinstance(policy, SkipCache):
-        raise ValueError(f"the {kind} adapter runs Skip-Cache (skip / c2i / c2v / t2v / t2i specs), got {spec!r}")
+        raise UserError(f"the {kind} adapter runs Skip-Cache (skip / c2i / c2v / t2v / t2i specs), got {spec!r}")
     if scheduler is None and timesteps is None:
-        raise ValueError("a bare transformer needs timesteps=[...] (or pass the pipeline)")
+        raise UserError("a bare transformer needs timesteps=[...] (or pass the pipeline)")
     disable(target)
     attr, layout_of = LAYOUTS[kind]
     cache = BlockCache(getattr(transformer, attr), layout_of(transformer), policy)
@@ -77,7 +78,7 @@ def stats(target) -> CacheStats:
     """What the cache did in the current (or last) run."""
     cache = getattr(getattr(target, "transformer", target), _ATTR, None)
     if cache is None:
-        raise ValueError("Skip-Cache is not enabled on this model")
+        raise UserError("Skip-Cache is not enabled on this model")
     return cache.stats
 
 

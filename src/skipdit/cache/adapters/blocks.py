@@ -24,6 +24,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ...errors import UserError
 from ..base import CacheStats
 from ..skip_cache import SkipCache
 
@@ -37,7 +38,7 @@ class LongSkipLayout:
 
     def __post_init__(self):
         if not 0 < self.num_pairs <= self.num_units // 2:
-            raise ValueError(f"{self.num_pairs} long-skip pairs do not fit in {self.num_units} blocks")
+            raise UserError(f"{self.num_pairs} long-skip pairs do not fit in {self.num_units} blocks")
 
     @property
     def middle(self) -> range:
@@ -47,7 +48,7 @@ class LongSkipLayout:
     def check_branch(self, branch: int) -> None:
         if branch > self.num_pairs:
             unpaired = f"; blocks {self.middle.start}..{self.middle.stop - 1} are unpaired" if self.middle else ""
-            raise ValueError(f"Skip-Cache branch b={branch} needs b <= {self.num_pairs} for this model "
+            raise UserError(f"Skip-Cache branch b={branch} needs b <= {self.num_pairs} for this model "
                              f"({self.num_pairs} long-skip pairs{unpaired})")
 
 
@@ -56,7 +57,7 @@ class BlockCache:
 
     def __init__(self, blocks, layout: LongSkipLayout, policy: SkipCache):
         if len(blocks) != layout.num_units:
-            raise ValueError(f"the layout declares {layout.num_units} blocks, the model has {len(blocks)}")
+            raise UserError(f"the layout declares {layout.num_units} blocks, the model has {len(blocks)}")
         layout.check_branch(policy.branch)
         self.blocks, self.layout, self.policy = blocks, layout, policy
         self.plan: list | None = None
