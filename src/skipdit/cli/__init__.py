@@ -33,8 +33,16 @@ _PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOT
                 errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG}
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error is bad input like any other: one line, exit 2 (argparse would add its usage)."""
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]
+        raise UserError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="skipdit", description="Skip-DiT: diffusion transformers with long skips, and Skip-Cache."
     )
     parser.add_argument("--version", action="version", version=f"skipdit {__version__}")
@@ -46,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="skipdit: %(message)s")
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args) or 0
     except UserError as err:
         return _fail(str(err))
