@@ -71,20 +71,38 @@ def test_other_architecture_is_rejected_with_the_keys(tmp_path, skip_model):
 def test_unreadable_files(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(UserError, match=r"bad.pt is a text file, not a PyTorch checkpoint"):
         read_checkpoint(bad)
     broken = tmp_path / "bad.safetensors"
     broken.write_bytes(b"\x00" * 16)
-    with pytest.raises(ValueError, match="not a valid safetensors"):
+    with pytest.raises(UserError, match="bad.safetensors is not a valid safetensors file"):
         read_checkpoint(broken)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="checkpoint not found"):
         read_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(UserError, match="is a folder, not a checkpoint file"):
+        read_checkpoint(tmp_path)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a DiT"):
         load(tmp_path / "other.pt")
     torch.save({"args": 1}, tmp_path / "nostate.pt")
     with pytest.raises(ValueError, match="no state dict found"):
         read_checkpoint(tmp_path / "nostate.pt")
+
+
+def test_stored_config_is_checked(tmp_path, skip_model):
+    """Our safetensors' metadata is input too: malformed JSON or unknown fields are one clear error."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in skip_model.state_dict().items()}
+    save_file(tensors, tmp_path / "json.safetensors", metadata={"skipdit_config": "{oops", "skipdit_arch": "dit"})
+    with pytest.raises(UserError, match="skipdit_config metadata of .*json.safetensors is not valid JSON"):
+        load(tmp_path / "json.safetensors")
+    save_file(tensors, tmp_path / "field.safetensors", metadata={"skipdit_config": '{"depht": 4}'})
+    with pytest.raises(UserError, match="unknown fields depht"):
+        load(tmp_path / "field.safetensors")
+    save_file(tensors, tmp_path / "arch.safetensors", metadata={"skipdit_config": "{}", "skipdit_arch": "unet"})
+    with pytest.raises(UserError, match="unknown architecture 'unet'"):
+        load(tmp_path / "arch.safetensors")
 
 
 def test_diffusers_layout_round_trip(vanilla_model):
