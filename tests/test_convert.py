@@ -1,4 +1,6 @@
 import argparse
+import dataclasses
+import json
 
 import pytest
 import torch
@@ -144,3 +146,38 @@ def test_diffusers_state_dict_loads(tmp_path, vanilla_model):
         load(tmp_path / "d.safetensors")
     model = load(tmp_path / "d.safetensors", input_size=8)
     assert torch.equal(model(X, T, Y), vanilla_model(X, T, Y))
+
+
+def test_convert_keeps_the_text_encoder_settings(tmp_path, capsys):
+    """A converted text model samples exactly as its source, with no --text-encoder flag: the encoder spec
+    (MiniLM, 16 tokens for the built-in text-to-video model, not the default 32) travels with it."""
+    from skipdit.assets import builtin_model_path
+    from skipdit.cli import main
+    from skipdit.convert.checkpoint import TEXT_KEY, stored_text_encoder
+    from skipdit.convert.files import read_safetensors_metadata
+    from skipdit.io import read_video
+
+    source = "moving-digits/Latte-T2V-skip"
+    out = tmp_path / "t2v.safetensors"
+    assert main(["convert", source, str(out)]) == 0
+    before = read_safetensors_metadata(builtin_model_path(source))
+    after = read_safetensors_metadata(out)
+    assert after == before and stored_text_encoder(out) == {"name": "minilm", "max_length": 16}
+    videos = []
+    for ckpt in (source, out):
+        folder = tmp_path / ("converted" if ckpt == out else "builtin")
+        assert main(["sample", "--task", "t2v", "--ckpt", str(ckpt), "--prompt", "a 3 moves left", "--seeds", "0",
+                     "--sampler", "ddim", "--steps", "2", "--format", "gif", "--out", str(folder),
+                     "--no-progress"]) == 0
+        videos.append(read_video(folder / "000000-a-3-moves-left.gif"))
+    capsys.readouterr()
+    assert torch.equal(videos[0], videos[1])
+    # a `skipdit train` checkpoint states its encoder in its config: that is kept too
+    model = skipdit.load(source)
+    payload = {"model": model.state_dict(), "ema": model.state_dict(), "arch": "latte_t2v",
+               "model_config": dataclasses.asdict(model.config),
+               "config": {"text_encoder": "minilm", "text_max_length": 16}}
+    torch.save(payload, tmp_path / "ckpt-0003000.pt")
+    assert main(["convert", str(tmp_path / "ckpt-0003000.pt"), str(tmp_path / "from-run.safetensors")]) == 0
+    spec = read_safetensors_metadata(tmp_path / "from-run.safetensors")[TEXT_KEY]
+    assert json.loads(spec) == {"name": "minilm", "max_length": 16}

@@ -405,12 +405,14 @@ def check_output(path: str | os.PathLike) -> Path:
     return path
 
 
-def _writes_into_source(source: Path, out: Path) -> bool:
-    """True if writing ``out`` would replace the file being converted (any spelling, a symlink, a hard link)
-    or write into the diffusers folder being read."""
+def _check_not_the_source(source: Path, out: Path, src) -> None:
+    """Refuse an output that would replace the file being converted (any spelling, a symlink, a hard link) or
+    write into the diffusers folder being read: the rename would destroy the input, and its metadata with it."""
     if out.exists() and source.exists() and os.path.samefile(out, source):
-        return True
-    return source.is_dir() and out.resolve().is_relative_to(source.resolve())
+        raise UserError(f"output {out} is the checkpoint being converted ({src}); give another output path")
+    if is_diffusers_folder(source) and out.resolve().is_relative_to(source.resolve()):
+        raise UserError(f"output {out} is inside the diffusers folder being converted ({src}); "
+                        "give a path outside it")
 
 
 def convert(
@@ -421,9 +423,7 @@ def convert(
     ``dst``, keeping the metadata that says how to sample it (:func:`carried_metadata`). ``dst`` is checked
     first and may not be ``src`` itself: the rename would replace the input while its metadata is lost."""
     out = check_output(dst)
-    source = resolve_weights(src)
-    if _writes_into_source(source, out):
-        raise UserError(f"output {out} is the checkpoint being converted ({src}); give another output path")
+    _check_not_the_source(resolve_weights(src), out, src)
     metadata = carried_metadata(src)
     model, report = load(src, preset, skip_init=skip_init, return_report=True, **overrides)
     return save(model, out, extra_metadata=metadata), model, report

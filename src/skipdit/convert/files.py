@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 import warnings
 import zipfile
@@ -75,10 +76,15 @@ def read_torch_file(path: str | Path):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
-            raise UserError(f"{path} holds Python objects other than tensors, dicts, lists, numbers and strings; "
-                            "skipdit reads only tensor checkpoints (safe loading refuses the rest)") from None
-        raise UserError(f"{path} is not a PyTorch checkpoint (its pickle data is damaged)") from None
+        # the safe unpickler names a refused class "GLOBAL module.name"; any other refusal is a bad opcode
+        refused = re.search(r"GLOBAL (\S+)", str(err))
+        if refused:
+            raise UserError(f"{path} holds Python objects other than tensors, dicts, lists, numbers and strings "
+                            f"({refused[1]}); skipdit reads only tensor checkpoints") from None
+        if is_zip:
+            raise UserError(f"{path} is a damaged PyTorch checkpoint (its pickle data cannot be read)") from None
+        raise UserError(f"{path} is not a PyTorch checkpoint (its pickle data is damaged or not torch's)") \
+            from None
     except _TORCH_FORMAT_ERRORS:
         if is_zip:
             raise UserError(f"{path} is a damaged PyTorch checkpoint (its zip archive cannot be read)") from None
@@ -88,16 +94,12 @@ def read_torch_file(path: str | Path):
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file; a truncated or garbage file is one :class:`UserError`."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
-    plain = what_it_is(path)
-    if plain is not None:
-        raise UserError(f"{path} is {plain}, not a safetensors file")
+    metadata = read_safetensors_metadata(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
         return load_file(str(path)), metadata
     except SafetensorError as err:  # its text is one line, e.g. "incomplete metadata, file not fully covered"
         reason = str(err).removeprefix("Error while deserializing header: ")
@@ -109,6 +111,9 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    plain = what_it_is(path)
+    if plain is not None:
+        raise UserError(f"{path} is {plain}, not a safetensors file")
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
