@@ -111,12 +111,13 @@ def load_text_encoder(name: str | os.PathLike | None = None, *, max_length: int 
             model_dir, tokenizer_dir = model_dir / "text_encoder", model_dir / "tokenizer"
         if not (model_dir / "config.json").is_file():
             raise UserError(f"no text encoder at {name}: expected a transformers folder with config.json")
-        from .convert.files import check_json_files, read_json
+        from .convert.files import check_json_files, check_weight_files, read_json
 
-        # a malformed config or tokenizer file is named here; transformers' own errors often do not say which
+        # a malformed config, tokenizer or weight file is named here; transformers' errors often do not say which
         for folder in dict.fromkeys((model_dir, tokenizer_dir)):
             if folder.is_dir():
                 check_json_files(folder, depth=0)
+        check_weight_files(model_dir)
         model_type = read_json(model_dir / "config.json").get("model_type")
         if model_type not in _MODEL_TYPES:
             raise UserError(f"unsupported text encoder model_type {model_type!r} in {model_dir}; "

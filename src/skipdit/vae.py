@@ -39,9 +39,11 @@ def load_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -> VAE
         path = path / "vae"
     if not (path / "config.json").is_file():
         raise UserError(f"no VAE at {path}: expected a diffusers AutoencoderKL folder with config.json")
-    from .convert.files import check_json_files
+    from .convert.files import check_json_files, check_weight_files
 
-    check_json_files(path, depth=0)  # names a malformed config.json; diffusers' error would not be one line
+    # a malformed config.json or a truncated weight file is named here; diffusers' errors do not say which
+    check_json_files(path, depth=0)
+    check_weight_files(path)
     try:
         from diffusers import AutoencoderKL
     except ImportError as err:

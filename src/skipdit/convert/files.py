@@ -156,3 +156,11 @@ def check_json_files(folder: str | Path, depth: int = 1) -> None:
     if depth > 0:
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
             check_json_files(sub, depth - 1)
+
+
+def check_weight_files(folder: str | Path) -> None:
+    """Check the header of every ``*.safetensors`` in ``folder`` (no tensors are read), so a truncated or
+    damaged weight file of a text encoder or VAE is named before transformers or diffusers open it."""
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        if path.is_file():
+            read_safetensors_metadata(path)
