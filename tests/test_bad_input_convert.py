@@ -296,3 +296,25 @@ def test_sample_hunyuan_folder_with_malformed_json(tmp_path, capsys):
     (pipeline / "model_index.json").write_text(json.dumps({"_class_name": "HunyuanDiTPipeline"}))
     _write(pipeline / "scheduler" / "scheduler_config.json", b"{'single': 'quotes'}")
     _sample(capsys, tmp_path, ["--model-dir", pipeline], r"scheduler/scheduler_config\.json is not valid JSON")
+
+
+def test_sample_vae_with_truncated_weights(tmp_path, capsys, good):
+    pytest.importorskip("diffusers")
+    vae = tmp_path / "vae"
+    vae.mkdir()
+    (vae / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "latent_channels": 4}))
+    weights = vae / "diffusion_pytorch_model.safetensors"
+    save_file({"decoder.conv_in.weight": torch.zeros(8, 4, 3, 3)}, weights)
+    weights.write_bytes(weights.read_bytes()[:-100])
+    _sample(capsys, tmp_path, ["--ckpt", good / "dit.safetensors", "--vae", vae],
+            r"vae/diffusion_pytorch_model\.safetensors is not a valid safetensors file \(truncated", [weights])
+
+
+def test_sample_hunyuan_folder_with_truncated_weights(tmp_path, capsys):
+    pipeline = tmp_path / "HunyuanDiT"
+    (pipeline / "transformer").mkdir(parents=True)
+    (pipeline / "model_index.json").write_text(json.dumps({"_class_name": "HunyuanDiTPipeline"}))
+    weights = pipeline / "transformer" / "diffusion_pytorch_model.safetensors"
+    _write(weights, struct.pack("<Q", 10 ** 6) + b"{}")
+    _sample(capsys, tmp_path, ["--model-dir", pipeline],
+            r"transformer/diffusion_pytorch_model\.safetensors is not a valid safetensors file", [weights])

@@ -36,9 +36,12 @@ def load_hunyuan(model_dir: str | os.PathLike, *, device: str | torch.device = "
                                 "e.g. Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers)")
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    from .convert.files import check_json_files
+    from .convert.files import check_json_files, check_weight_files
 
-    check_json_files(path, depth=1)  # model_index.json and each part's configs, named if malformed
+    # model_index.json, each part's configs and weight headers: a malformed or truncated one is named here
+    check_json_files(path, depth=1)
+    for part in sorted(p for p in path.iterdir() if p.is_dir()):
+        check_weight_files(part)
     try:
         from diffusers import HunyuanDiTPipeline
     except ImportError as err:
