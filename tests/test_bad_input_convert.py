@@ -318,3 +318,10 @@ def test_sample_hunyuan_folder_with_truncated_weights(tmp_path, capsys):
     _write(weights, struct.pack("<Q", 10 ** 6) + b"{}")
     _sample(capsys, tmp_path, ["--model-dir", pipeline],
             r"transformer/diffusion_pytorch_model\.safetensors is not a valid safetensors file", [weights])
+
+
+@pytest.mark.parametrize("entry", [{"video_length": 0}, {"num_layers": "28"}, {"out_channels": 0}])
+def test_diffusers_folder_config_with_bad_counts(tmp_path, capsys, latte_folder, entry):
+    (latte_folder / "config.json").write_text(json.dumps({**LATTE_CONFIG, **entry}))
+    key, value = next(iter(entry.items()))
+    _convert(capsys, latte_folder, tmp_path / "out", rf"config\.json: {key}={value!r} must be a positive integer")

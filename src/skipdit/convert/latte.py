@@ -106,9 +106,11 @@ def latte_t2v_fields(raw: dict, where) -> dict:
     absent = [k for k in REQUIRED_CONFIG if k not in raw]
     if absent:
         raise UserError(f"{where} lacks {', '.join(absent)}; a LatteTransformer3DModel config names them all")
-    bad = [k for k in REQUIRED_CONFIG if not isinstance(raw[k], int) or isinstance(raw[k], bool) or raw[k] < 1]
+    counts = [*REQUIRED_CONFIG, *(k for k in ("video_length", "out_channels") if raw.get(k) is not None)]
+    bad = [k for k in counts if not isinstance(raw[k], int) or isinstance(raw[k], bool) or raw[k] < 1]
     if bad:
-        raise UserError(f"{where}: {', '.join(f'{k}={raw[k]!r}' for k in bad)} must be positive integers")
+        need = "must be positive integers" if len(bad) > 1 else "must be a positive integer"
+        raise UserError(f"{where}: {', '.join(f'{k}={raw[k]!r}' for k in bad)} {need}")
     expected = {"norm_type": "ada_norm_single", "norm_elementwise_affine": False,
                 "activation_fn": "gelu-approximate"}
     wrong = [f"{k}={raw.get(k)!r} (supported: {v!r})" for k, v in expected.items() if raw.get(k, v) != v]
@@ -118,7 +120,7 @@ def latte_t2v_fields(raw: dict, where) -> dict:
     if wrong:
         raise UserError(f"{where}: unsupported Latte configuration: {', '.join(wrong)}")
     in_channels = raw["in_channels"]
-    out_channels = raw.get("out_channels") or in_channels
+    out_channels = in_channels if raw.get("out_channels") is None else raw["out_channels"]  # null: as in_channels
     if out_channels not in (in_channels, 2 * in_channels):
         raise UserError(f"{where}: out_channels {out_channels} is neither in_channels nor 2x (learned sigma)")
     return dict(
