@@ -181,3 +181,23 @@ def test_convert_keeps_the_text_encoder_settings(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "ckpt-0003000.pt"), str(tmp_path / "from-run.safetensors")]) == 0
     spec = read_safetensors_metadata(tmp_path / "from-run.safetensors")[TEXT_KEY]
     assert json.loads(spec) == {"name": "minilm", "max_length": 16}
+
+
+def test_convert_checks_the_output_before_reading(tmp_path, skip_model, monkeypatch):
+    from skipdit.convert import checkpoint, convert
+
+    src = save(skip_model, tmp_path / "m.safetensors")
+    before = src.read_bytes()
+    with pytest.raises(UserError, match="is the checkpoint being converted"):
+        convert(src, tmp_path / "." / "m.safetensors")
+    assert src.read_bytes() == before
+    monkeypatch.setattr(checkpoint, "load", lambda *a, **k: pytest.fail("the input was read first"))
+    (tmp_path / "dir.safetensors").mkdir()
+    with pytest.raises(UserError, match="is a folder"):
+        convert(src, tmp_path / "dir.safetensors")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        convert(src, src / "x.safetensors")
+    monkeypatch.undo()
+    path, model, report = convert(src, tmp_path / "new" / "copy.safetensors")
+    assert report.ok and not report.ignored and torch.equal(model(X, T, Y), skip_model(X, T, Y))
+    assert read_checkpoint(path)[1] == read_checkpoint(src)[1]
