@@ -11,9 +11,10 @@ import struct
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from skipdit import save
+from skipdit.cli import main
 from skipdit.models import LatteT2V, LatteT2VConfig
 from skipdit.models.random import randomize_
 
@@ -325,3 +326,23 @@ def test_diffusers_folder_config_with_bad_counts(tmp_path, capsys, latte_folder,
     (latte_folder / "config.json").write_text(json.dumps({**LATTE_CONFIG, **entry}))
     key, value = next(iter(entry.items()))
     _convert(capsys, latte_folder, tmp_path / "out", rf"config\.json: {key}={value!r} must be a positive integer")
+
+
+def test_sample_with_malformed_text_encoder_metadata(tmp_path, capsys):
+    from skipdit.convert.checkpoint import ARCH_KEY, CONFIG_KEY, TEXT_KEY
+    from skipdit.convert.files import read_safetensors_metadata
+
+    builtin = tmp_path / "t2v.safetensors"
+    assert main_ok(["convert", "moving-digits/Latte-T2V-skip", builtin])
+    metadata = read_safetensors_metadata(builtin)
+    tensors = load_file(builtin)
+    for spec, message in ((r'{"name": "minilm", "max_length": "16"}', "must be a name and a positive max_length"),
+                          ('{"name": ', "is not valid JSON")):
+        bad = tmp_path / "bad.safetensors"
+        save_file(tensors, bad, metadata={CONFIG_KEY: metadata[CONFIG_KEY], ARCH_KEY: metadata[ARCH_KEY],
+                                          TEXT_KEY: spec})
+        _sample(capsys, tmp_path, ["--ckpt", bad], rf"the {TEXT_KEY} metadata of .*bad\.safetensors {message}", [bad])
+
+
+def main_ok(argv) -> bool:
+    return main([str(a) for a in argv]) == 0

@@ -350,15 +350,23 @@ def stored_text_encoder(path) -> dict | None:
         metadata = read_safetensors_metadata(source)
         if TEXT_KEY not in metadata:
             return None
-        spec = parse_json_text(metadata[TEXT_KEY], f"the {TEXT_KEY} metadata of {source}")
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            raise UserError(f"the {TEXT_KEY} metadata of {source} must be {{\"name\": ..., \"max_length\": ...}}")
-        return spec
+        where = f"the {TEXT_KEY} metadata of {source}"
+        return _checked_text_spec(parse_json_text(metadata[TEXT_KEY], where), where)
     payload = read_torch_file(source)
     config = payload.get("config") if isinstance(payload, dict) else None
     if not isinstance(config, dict) or "text_encoder" not in config:
         return None
-    return {"name": config["text_encoder"], "max_length": config.get("text_max_length")}
+    spec = {"name": config["text_encoder"], "max_length": config.get("text_max_length")}
+    return _checked_text_spec(spec, f"the text encoder settings in {source}")
+
+
+def _checked_text_spec(spec, where: str) -> dict:
+    """A spec that load_text_encoder takes: a name, and a prompt length that is a positive integer or unset."""
+    length = spec.get("max_length") if isinstance(spec, dict) else None
+    length_ok = length is None or (isinstance(length, int) and not isinstance(length, bool) and length >= 1)
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and length_ok):
+        raise UserError(f"{where} must be a name and a positive max_length, got {spec!r}")
+    return spec
 
 
 def carried_metadata(path) -> dict[str, str]:
