@@ -233,7 +233,7 @@ def infer_config(state: dict[str, torch.Tensor], arch: str | None = None, **over
 def load_state_into(
     model, state: dict[str, torch.Tensor], *, skip_init: str | None = None, source_format: str = "dit"
 ) -> LoadReport:
-    """Copy ``state`` into ``model`` strictly; see the module docstring for the one tolerated gap."""
+    """Copy ``state`` into ``model`` strictly; see the module docstring for the two tolerated gaps."""
     expected = model.state_dict()
     report = LoadReport(source_format)
     ignorable = {k for k, v in state.items() if k not in expected and k in IGNORED_KEYS

@@ -49,10 +49,10 @@ def _is_text(head: bytes) -> bool:
     return bool(text) and all(c.isprintable() or c in "\t\r\n\f\v" for c in text)
 
 
-def what_it_is(path: Path) -> str | None:
+def what_it_is(path: Path, head: bytes | None = None) -> str | None:
     """A short description of a file that is plainly not a checkpoint ("empty (0 bytes)", "a text file"), or
-    None when its bytes could be one."""
-    head = _head(path)
+    None when its bytes could be one. ``head`` is the file's first bytes, if already read."""
+    head = _head(path) if head is None else head
     if not head:
         return "empty (0 bytes)"
     if _is_text(head):
@@ -64,10 +64,10 @@ def read_torch_file(path: str | Path):
     """``torch.load(path, weights_only=True)`` on the CPU, memory-mapped when the file is a zip checkpoint;
     anything unreadable is one :class:`UserError` naming the file."""
     path = Path(path)
-    plain = what_it_is(path)
+    head = _head(path)
+    plain = what_it_is(path, head)
     if plain is not None:
         raise UserError(f"{path} is {plain}, not a PyTorch checkpoint")
-    head = _head(path)
     is_zip = zipfile.is_zipfile(path)
     if head.startswith(_ZIP_MAGIC) and not is_zip:  # torch.save writes a zip; its directory is at the end
         raise UserError(f"{path} is a truncated or damaged PyTorch checkpoint (its zip archive has no directory)")
