@@ -1,4 +1,6 @@
 import argparse
+import dataclasses
+import json
 
 import pytest
 import torch
@@ -71,20 +73,38 @@ def test_other_architecture_is_rejected_with_the_keys(tmp_path, skip_model):
 def test_unreadable_files(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(UserError, match=r"bad.pt is a text file, not a PyTorch checkpoint"):
         read_checkpoint(bad)
     broken = tmp_path / "bad.safetensors"
     broken.write_bytes(b"\x00" * 16)
-    with pytest.raises(ValueError, match="not a valid safetensors"):
+    with pytest.raises(UserError, match="bad.safetensors is not a valid safetensors file"):
         read_checkpoint(broken)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="checkpoint not found"):
         read_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(UserError, match="is a folder, not a checkpoint file"):
+        read_checkpoint(tmp_path)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a DiT"):
         load(tmp_path / "other.pt")
     torch.save({"args": 1}, tmp_path / "nostate.pt")
     with pytest.raises(ValueError, match="no state dict found"):
         read_checkpoint(tmp_path / "nostate.pt")
+
+
+def test_stored_config_is_checked(tmp_path, skip_model):
+    """Our safetensors' metadata is input too: malformed JSON or unknown fields are one clear error."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in skip_model.state_dict().items()}
+    save_file(tensors, tmp_path / "json.safetensors", metadata={"skipdit_config": "{oops", "skipdit_arch": "dit"})
+    with pytest.raises(UserError, match="skipdit_config metadata of .*json.safetensors is not valid JSON"):
+        load(tmp_path / "json.safetensors")
+    save_file(tensors, tmp_path / "field.safetensors", metadata={"skipdit_config": '{"depht": 4}'})
+    with pytest.raises(UserError, match="unknown fields depht"):
+        load(tmp_path / "field.safetensors")
+    save_file(tensors, tmp_path / "arch.safetensors", metadata={"skipdit_config": "{}", "skipdit_arch": "unet"})
+    with pytest.raises(UserError, match="unknown architecture 'unet'"):
+        load(tmp_path / "arch.safetensors")
 
 
 def test_diffusers_layout_round_trip(vanilla_model):
@@ -126,3 +146,58 @@ def test_diffusers_state_dict_loads(tmp_path, vanilla_model):
         load(tmp_path / "d.safetensors")
     model = load(tmp_path / "d.safetensors", input_size=8)
     assert torch.equal(model(X, T, Y), vanilla_model(X, T, Y))
+
+
+def test_convert_keeps_the_text_encoder_settings(tmp_path, capsys):
+    """A converted text model samples exactly as its source, with no --text-encoder flag: the encoder spec
+    (MiniLM, 16 tokens for the built-in text-to-video model, not the default 32) travels with it."""
+    from skipdit.assets import builtin_model_path
+    from skipdit.cli import main
+    from skipdit.convert.checkpoint import TEXT_KEY, stored_text_encoder
+    from skipdit.convert.files import read_safetensors_metadata
+    from skipdit.io import read_video
+
+    source = "moving-digits/Latte-T2V-skip"
+    out = tmp_path / "t2v.safetensors"
+    assert main(["convert", source, str(out)]) == 0
+    before = read_safetensors_metadata(builtin_model_path(source))
+    after = read_safetensors_metadata(out)
+    assert after == before and stored_text_encoder(out) == {"name": "minilm", "max_length": 16}
+    videos = []
+    for ckpt in (source, out):
+        folder = tmp_path / ("converted" if ckpt == out else "builtin")
+        assert main(["sample", "--task", "t2v", "--ckpt", str(ckpt), "--prompt", "a 3 moves left", "--seeds", "0",
+                     "--sampler", "ddim", "--steps", "2", "--format", "gif", "--out", str(folder),
+                     "--no-progress"]) == 0
+        videos.append(read_video(folder / "000000-a-3-moves-left.gif"))
+    capsys.readouterr()
+    assert torch.equal(videos[0], videos[1])
+    # a `skipdit train` checkpoint states its encoder in its config: that is kept too
+    model = skipdit.load(source)
+    payload = {"model": model.state_dict(), "ema": model.state_dict(), "arch": "latte_t2v",
+               "model_config": dataclasses.asdict(model.config),
+               "config": {"text_encoder": "minilm", "text_max_length": 16}}
+    torch.save(payload, tmp_path / "ckpt-0003000.pt")
+    assert main(["convert", str(tmp_path / "ckpt-0003000.pt"), str(tmp_path / "from-run.safetensors")]) == 0
+    spec = read_safetensors_metadata(tmp_path / "from-run.safetensors")[TEXT_KEY]
+    assert json.loads(spec) == {"name": "minilm", "max_length": 16}
+
+
+def test_convert_checks_the_output_before_reading(tmp_path, skip_model, monkeypatch):
+    from skipdit.convert import checkpoint, convert
+
+    src = save(skip_model, tmp_path / "m.safetensors")
+    before = src.read_bytes()
+    with pytest.raises(UserError, match="is the checkpoint being converted"):
+        convert(src, tmp_path / "." / "m.safetensors")
+    assert src.read_bytes() == before
+    monkeypatch.setattr(checkpoint, "load", lambda *a, **k: pytest.fail("the input was read first"))
+    (tmp_path / "dir.safetensors").mkdir()
+    with pytest.raises(UserError, match="is a folder"):
+        convert(src, tmp_path / "dir.safetensors")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        convert(src, src / "x.safetensors")
+    monkeypatch.undo()
+    path, model, report = convert(src, tmp_path / "new" / "copy.safetensors")
+    assert report.ok and not report.ignored and torch.equal(model(X, T, Y), skip_model(X, T, Y))
+    assert read_checkpoint(path)[1] == read_checkpoint(src)[1]

@@ -267,6 +267,93 @@ def test_official_latte_t2v_checkpoint_and_diffusers_folder(tmp_path):
     assert converted.has_long_skips and len(report.new) == 8 and report.source_format == "diffusers-latte"
 
 
+# diffusers 0.24 CaptionProjection(in_features, hidden_size, num_tokens=120) saves the persistent buffer
+# y_embedding = randn(num_tokens, in_features) / in_features**0.5; the official Latte-T2V code pins 0.24.0
+def _y_embedding(rows=120):
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(rows, TINY_T2V["caption_channels"], generator=g) / TINY_T2V["caption_channels"] ** 0.5
+
+
+_WHY = "diffusers 0.24 CaptionProjection buffer"
+
+
+@pytest.mark.parametrize("layout", ["model+ema", "raw"])
+def test_official_t2v_checkpoint_with_the_caption_buffer_loads(tmp_path, layout):
+    model = t2v()
+    state = {**model.state_dict(), "caption_projection.y_embedding": _y_embedding()}
+    decoy = {k: torch.zeros_like(v) for k, v in state.items()}  # the samplers load "ema", never "model"
+    pt = tmp_path / "Latte-skip.pt"
+    torch.save({"model": decoy, "ema": state} if layout == "model+ema" else state, pt)
+    loaded, report = load(pt, input_size=8, num_frames=4, num_heads=2, return_report=True)
+    assert [k for k, _ in report.ignored] == ["caption_projection.y_embedding"] and _WHY in report.ignored[0][1]
+    assert report.ok and not report.unexpected and "caption_projection.y_embedding" not in loaded.state_dict()
+    x, t = video()
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, *caption()), model(x, t, *caption()))
+
+
+def test_diffusers_folder_with_the_caption_buffer_loads(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    ref = diffusers.LatteTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=4,
+        cross_attention_dim=32, attention_bias=True, sample_size=8, patch_size=2, activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+        caption_channels=12, video_length=4).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    plain, old = tmp_path / "new-diffusers", tmp_path / "old-diffusers"
+    ref.save_pretrained(plain)
+    ref.save_pretrained(old)
+    weights = old / "diffusion_pytorch_model.safetensors"
+    save_file({**load_file(weights), "caption_projection.y_embedding": _y_embedding()}, weights)  # as 0.24 saved
+    without, with_buffer = load(plain), load(old, return_report=True)
+    assert with_buffer[1].ignored and with_buffer[1].ignored[0][0] == "caption_projection.y_embedding"
+    assert not load(plain, return_report=True)[1].ignored
+    x, t = video()
+    text, mask = caption()
+    with torch.no_grad():
+        assert torch.equal(with_buffer[0](x, t, text, mask), without(x, t, text, mask))
+        # and the folder is read as diffusers computes it (its Latte cannot take a text mask per frame)
+        torch.testing.assert_close(with_buffer[0](x, t, text), ref(x, t, text, return_dict=False)[0],
+                                   atol=1e-5, rtol=0)
+
+
+def test_only_the_named_buffer_is_ignored(tmp_path):
+    """Everything else stays strict: another extra key, or a y_embedding that is not the caption buffer."""
+    state = t2v().state_dict()
+    torch.save({**state, "caption_projection.y_embedding": _y_embedding(), "caption_projection.extra": torch.zeros(3)},
+               tmp_path / "extra.pt")
+    with pytest.raises(ValueError, match=r"unexpected 1 keys: caption_projection.extra$"):
+        load(tmp_path / "extra.pt", input_size=8, num_frames=4, num_heads=2)
+    wide = torch.zeros(120, TINY_T2V["caption_channels"] + 1)  # not as wide as the captions: not that buffer
+    torch.save({**state, "caption_projection.y_embedding": wide}, tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match="unexpected 1 keys: caption_projection.y_embedding"):
+        load(tmp_path / "wide.pt", input_size=8, num_frames=4, num_heads=2)
+    dit = c2v().state_dict()  # a class-to-video model has no caption projection: the key is unexpected there
+    torch.save({**dit, "caption_projection.y_embedding": _y_embedding()}, tmp_path / "c2v.pt")
+    with pytest.raises(ValueError, match="unexpected 1 keys: caption_projection.y_embedding"):
+        load(tmp_path / "c2v.pt", num_heads=2)
+
+
+def test_convert_drops_the_buffer_and_reports_it(tmp_path, capsys):
+    from skipdit.cli import main
+    from skipdit.convert.checkpoint import read_checkpoint
+
+    model = t2v(hidden_size=384, num_heads=6, depth=2)  # a DiT-S width: the CLI infers 6 heads from it
+    torch.save({"model": model.state_dict(), "ema": {**model.state_dict(), "caption_projection.y_embedding":
+                _y_embedding()}}, tmp_path / "Latte-skip.pt")
+    out = tmp_path / "t2v.safetensors"
+    assert main(["convert", str(tmp_path / "Latte-skip.pt"), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"ignored caption_projection.y_embedding: {_WHY}" in printed
+    state, _ = read_checkpoint(out)
+    assert "caption_projection.y_embedding" not in state and set(state) == set(model.state_dict())
+
+
 def test_wrong_checkpoints_fail_loudly(tmp_path):
     state = c2v().state_dict()
     broken = dict(state)

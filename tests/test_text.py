@@ -174,3 +174,33 @@ def test_missing_dependencies(tiny_t5, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(UserError, match=r"transformers: pip install 'skipdit\[text\]'"):
         load_text_encoder(tiny_t5[1])
+
+
+def _copy(folder, tmp_path):
+    import shutil
+
+    return shutil.copytree(folder, tmp_path / "copy")
+
+
+def test_broken_folder_files_are_named(tiny_t5, tmp_path):
+    """A malformed config or tokenizer JSON is named; a truncated weight file is one line, not transformers'
+    paragraph (its messages can hold several lines)."""
+    folder = _copy(tiny_t5[1], tmp_path)
+    good_config = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(good_config[:-5])
+    with pytest.raises(UserError, match=r"copy/config\.json is not valid JSON \(.* at line \d+ column \d+\)"):
+        load_text_encoder(folder)
+    (folder / "config.json").write_text(good_config)
+    tokenizer_config = sorted(p.name for p in folder.glob("tokenizer*.json"))[0]
+    (folder / tokenizer_config).write_text('{"model_max_length": ')
+    with pytest.raises(UserError, match=rf"copy/{tokenizer_config} is not valid JSON"):
+        load_text_encoder(folder)
+    (folder / tokenizer_config).write_bytes((tiny_t5[1] / tokenizer_config).read_bytes())
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(UserError, match=r"copy/model\.safetensors is not a valid safetensors file \(truncated"):
+        load_text_encoder(folder)
+    weights.unlink()  # no weights at all: transformers' error, in one line
+    with pytest.raises(UserError, match=r"cannot load the text encoder in .*copy: ") as caught:
+        load_text_encoder(folder)
+    assert "\n" not in str(caught.value), caught.value

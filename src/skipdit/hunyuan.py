@@ -36,6 +36,12 @@ def load_hunyuan(model_dir: str | os.PathLike, *, device: str | torch.device = "
                                 "e.g. Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers)")
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    from .convert.files import check_json_files, check_weight_files
+
+    # model_index.json, each part's configs and weight headers: a malformed or truncated one is named here
+    check_json_files(path, depth=1)
+    for part in sorted(p for p in path.iterdir() if p.is_dir()):
+        check_weight_files(part)
     try:
         from diffusers import HunyuanDiTPipeline
     except ImportError as err:
@@ -45,7 +51,9 @@ def load_hunyuan(model_dir: str | os.PathLike, *, device: str | torch.device = "
     try:
         pipe = HunyuanDiTPipeline.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype)
     except Exception as err:  # diffusers raises several types for incomplete folders
-        raise UserError(f"cannot load the Hunyuan-DiT pipeline in {path}: {err}") from None
+        lines = str(err).strip().splitlines()  # diffusers' message can run to a paragraph: its first line
+        reason = lines[0] if lines else type(err).__name__
+        raise UserError(f"cannot load the Hunyuan-DiT pipeline in {path}: {reason}") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

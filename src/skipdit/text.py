@@ -9,7 +9,6 @@ pooled sentence vector, because the DiT blocks cross-attend to the tokens. Nothi
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -112,7 +111,14 @@ def load_text_encoder(name: str | os.PathLike | None = None, *, max_length: int 
             model_dir, tokenizer_dir = model_dir / "text_encoder", model_dir / "tokenizer"
         if not (model_dir / "config.json").is_file():
             raise UserError(f"no text encoder at {name}: expected a transformers folder with config.json")
-        model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+        from .convert.files import check_json_files, check_weight_files, read_json
+
+        # a malformed config, tokenizer or weight file is named here; transformers' errors often do not say which
+        for folder in dict.fromkeys((model_dir, tokenizer_dir)):
+            if folder.is_dir():
+                check_json_files(folder, depth=0)
+        check_weight_files(model_dir)
+        model_type = read_json(model_dir / "config.json").get("model_type")
         if model_type not in _MODEL_TYPES:
             raise UserError(f"unsupported text encoder model_type {model_type!r} in {model_dir}; "
                              f"supported: {', '.join(_MODEL_TYPES)}")
@@ -121,8 +127,16 @@ def load_text_encoder(name: str | os.PathLike | None = None, *, max_length: int 
         import transformers
     except ImportError as err:
         raise UserError(f"text encoders need transformers: {_INSTALL}") from err
-    model = getattr(transformers, class_name).from_pretrained(str(model_dir), local_files_only=True)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    from safetensors import SafetensorError
+
+    try:
+        model = getattr(transformers, class_name).from_pretrained(str(model_dir), local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        # what transformers raises for missing, truncated or mismatched files; its text can run to a paragraph
+        lines = str(err).strip().splitlines()
+        raise UserError(f"cannot load the text encoder in {model_dir}: "
+                        f"{lines[0] if lines else type(err).__name__}") from None
     if dtype is not None:
         model = model.to(dtype)
     max_length = DEFAULT_MAX_LENGTH[kind] if max_length is None else max_length

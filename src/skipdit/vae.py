@@ -39,6 +39,11 @@ def load_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -> VAE
         path = path / "vae"
     if not (path / "config.json").is_file():
         raise UserError(f"no VAE at {path}: expected a diffusers AutoencoderKL folder with config.json")
+    from .convert.files import check_json_files, check_weight_files
+
+    # a malformed config.json or a truncated weight file is named here; diffusers' errors do not say which
+    check_json_files(path, depth=0)
+    check_weight_files(path)
     try:
         from diffusers import AutoencoderKL
     except ImportError as err:
@@ -46,5 +51,11 @@ def load_vae(path: str | os.PathLike, device: str | torch.device = "cpu") -> VAE
     try:
         vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
     except Exception as err:  # diffusers raises several types for broken folders
-        raise UserError(f"cannot load the VAE in {path}: {err}") from None
+        raise UserError(f"cannot load the VAE in {path}: {_first_line(err)}") from None
     return VAEDecoder(vae, device)
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of a library's message: diffusers' can run to a paragraph."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

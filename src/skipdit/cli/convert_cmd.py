@@ -1,10 +1,14 @@
-"""``skipdit convert IN OUT.safetensors``: any supported checkpoint -> our safetensors."""
+"""``skipdit convert IN OUT.safetensors``: any supported checkpoint -> our safetensors.
+
+The output path is checked before anything is read (a folder, an unwritable place, the input itself are
+refused), and a text model keeps its text encoder settings, so the converted file samples as the source did."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..convert import load, save
+from ..convert.checkpoint import convert
+from ..errors import UserError
 from ..models.skip import SKIP_INITS
 
 EXAMPLES = """examples:
@@ -31,13 +35,16 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    overrides = {"input_size": args.input_size} if args.input_size else {}
-    model, report = load(args.src, args.model, skip_init=args.skip_init, return_report=True, **overrides)
-    path = save(model, args.dst)
+    if args.input_size is not None and args.input_size < 1:
+        raise UserError(f"--input-size must be >= 1 (the latent side), got {args.input_size}")
+    overrides = {} if args.input_size is None else {"input_size": args.input_size}
+    path, model, report = convert(args.src, args.dst, args.model, skip_init=args.skip_init, **overrides)
     n = sum(p.numel() for p in model.parameters())
     tensors = len(model.state_dict())
     print(f"read {report.source_format} checkpoint {args.src}: {tensors} tensors, {n / 1e6:.2f}M params")
     if report.new:
         print(f"new long-skip tensors ({args.skip_init} init): {len(report.new)} ({report.new[0]} ...)")
+    for key, why in report.ignored:
+        print(f"ignored {key}: {why}")
     print(f"wrote {path}")
     return 0

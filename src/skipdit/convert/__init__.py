@@ -1,5 +1,16 @@
 """Checkpoint formats: official DiT / Skip-DiT ``.pt``, diffusers DiT, and our safetensors."""
 
-from .checkpoint import LoadReport, detect_format, infer_config, load, load_state_into, read_checkpoint, save
+from .checkpoint import (
+    IGNORED_KEYS,
+    LoadReport,
+    convert,
+    detect_format,
+    infer_config,
+    load,
+    load_state_into,
+    read_checkpoint,
+    save,
+)
 
-__all__ = ["LoadReport", "detect_format", "infer_config", "load", "load_state_into", "read_checkpoint", "save"]
+__all__ = ["IGNORED_KEYS", "LoadReport", "convert", "detect_format", "infer_config", "load", "load_state_into",
+           "read_checkpoint", "save"]

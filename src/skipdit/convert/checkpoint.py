@@ -11,19 +11,23 @@ Accepted inputs (reference §A.2-A.4, peers §1.4):
 * our safetensors, which carry the architecture and its config in their metadata.
 
 A state dict is matched against a model key by key: every key must be consumed and every shape must
-agree, otherwise the error lists the missing, unexpected and mis-shaped keys. The only tolerated gap
-is a vanilla checkpoint loaded into a model with long skips when ``skip_init`` names how to initialise
-them (the two-stage conversion, §D.1); those keys are then reported as new.
+agree, otherwise the error lists the missing, unexpected and mis-shaped keys. Two gaps are tolerated:
+
+* a vanilla checkpoint loaded into a model with long skips when ``skip_init`` names how to initialise
+  them (the two-stage conversion, §D.1); those keys are then reported as new;
+* the buffers named in :data:`IGNORED_KEYS`, which official code saves but no forward pass reads; they
+  are dropped and reported as ignored. Any other unexpected key is an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import os
-import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,8 +36,9 @@ import torch
 from ..assets import resolve_weights
 from ..errors import UserError
 from ..io import atomic_write
-from ..models.presets import arch_of, config_from_dict, model_from_config, preset_config
+from ..models.presets import ARCHS, arch_of, config_from_dict, model_from_config, preset_config
 from ..models.skip import init_long_skips_
+from .files import parse_json_text, read_safetensors, read_safetensors_metadata, read_torch_file
 from .latte import heads_for, is_diffusers_folder, latte_geometry, latte_t2v_geometry, read_diffusers_latte
 
 log = logging.getLogger(__name__)
@@ -46,15 +51,45 @@ TEXT_KEY = "skipdit_text_encoder"  # text models: the encoder spec they were tra
 SKIP_PREFIXES = ("skip_norms.", "skip_linears.")
 
 
+@dataclass(frozen=True)
+class IgnoredKey:
+    """A tensor that checkpoints of some code carry and no forward pass reads. ``fits(tensor, expected)`` says
+    whether a found tensor is that buffer (its shape against the model's state dict ``expected``); one that
+    does not fit stays an unexpected key."""
+
+    why: str
+    fits: Callable[[torch.Tensor, dict[str, torch.Tensor]], bool]
+
+
+def _caption_null_embedding(tensor: torch.Tensor, expected: dict[str, torch.Tensor]) -> bool:
+    # diffusers 0.24 CaptionProjection(in_features, hidden_size, num_tokens=120) registers
+    # y_embedding = randn(num_tokens, in_features) / in_features**0.5: 2-D, as wide as the caption features.
+    # The row count is not checked (num_tokens is a constructor argument; 120 in Latte-T2V and PixArt-alpha).
+    projection = expected.get("caption_projection.linear_1.weight")
+    return projection is not None and tensor.dim() == 2 and tensor.shape[1] == projection.shape[1]
+
+
+# Persistent buffers that official or older-diffusers checkpoints hold but that nothing reads. The official
+# Latte-T2V code pins diffusers 0.24.0, whose CaptionProjection keeps PixArt's null-caption embedding as a
+# persistent buffer; newer diffusers (PixArtAlphaTextProjection) dropped it, and so does our model.
+IGNORED_KEYS: dict[str, IgnoredKey] = {
+    "caption_projection.y_embedding": IgnoredKey(
+        "diffusers 0.24 CaptionProjection buffer (PixArt's null-caption embedding), unused in forward",
+        _caption_null_embedding),
+}
+
+
 @dataclass
 class LoadReport:
-    """What a load did. ``new`` are long-skip keys initialised because the checkpoint lacked them."""
+    """What a load did. ``new`` are long-skip keys initialised because the checkpoint lacked them;
+    ``ignored`` are ``(key, why)`` of known unused buffers (:data:`IGNORED_KEYS`) that were dropped."""
 
     source_format: str
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, expected, found
     new: list[str] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -83,30 +118,39 @@ def read_checkpoint(
     """The state dict in a file and, for our safetensors and ``skipdit train`` checkpoints, ``(arch, config
     fields)`` from the metadata. Of a training checkpoint's entries, the first of ``prefer`` present is taken."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+    _check_checkpoint_file(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-            state = load_file(str(path))
-        except Exception as err:  # safetensors raises its own error types for corrupt files
-            raise UserError(f"cannot read {path}: not a valid safetensors file ({err})") from None
+        state, metadata = read_safetensors(path)
         stored = None
         if CONFIG_KEY in metadata:
-            stored = (metadata.get(ARCH_KEY, "dit"), json.loads(metadata[CONFIG_KEY]))
+            fields = parse_json_text(metadata[CONFIG_KEY], f"the {CONFIG_KEY} metadata of {path}")
+            stored = _checked_config(metadata.get(ARCH_KEY, "dit"), fields, path)
         return state, stored
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as err:
-        raise UserError(f"cannot read {path}: not a PyTorch checkpoint of tensors ({err})") from None
+    obj = read_torch_file(path)
     stored = None
     if isinstance(obj, dict) and isinstance(obj.get("model_config"), dict):  # a `skipdit train` checkpoint
-        stored = (obj.get("arch", "dit"), obj["model_config"])
+        stored = _checked_config(obj.get("arch", "dit"), obj["model_config"], path)
     return unwrap_state_dict(obj, path, prefer), stored
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a checkpoint file (a diffusers Latte folder holds config.json)")
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+
+
+def _checked_config(arch, fields, path) -> tuple[str, dict]:
+    """``(arch, config fields)`` a file states, checked to name a known architecture and only its fields."""
+    if not isinstance(arch, str) or arch not in ARCHS:
+        raise UserError(f"{path} names an unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
+    if not isinstance(fields, dict):
+        raise UserError(f"{path}: its stored model config is not a mapping of fields")
+    known = {f.name for f in dataclasses.fields(ARCHS[arch][0])}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise UserError(f"{path}: its stored {arch} config has unknown fields {', '.join(map(str, unknown))}")
+    return arch, fields
 
 
 def unwrap_state_dict(obj, path, prefer: tuple[str, ...] = ("ema", "model", "state_dict")) -> dict[str, torch.Tensor]:
@@ -189,9 +233,13 @@ def infer_config(state: dict[str, torch.Tensor], arch: str | None = None, **over
 def load_state_into(
     model, state: dict[str, torch.Tensor], *, skip_init: str | None = None, source_format: str = "dit"
 ) -> LoadReport:
-    """Copy ``state`` into ``model`` strictly; see the module docstring for the one tolerated gap."""
+    """Copy ``state`` into ``model`` strictly; see the module docstring for the two tolerated gaps."""
     expected = model.state_dict()
     report = LoadReport(source_format)
+    ignorable = {k for k, v in state.items() if k not in expected and k in IGNORED_KEYS
+                 and IGNORED_KEYS[k].fits(v, expected)}
+    report.ignored = [(k, IGNORED_KEYS[k].why) for k in sorted(ignorable)]
+    state = {k: v for k, v in state.items() if k not in ignorable}
     report.missing = [k for k in expected if k not in state]
     report.unexpected = [k for k in state if k not in expected]
     report.mismatched = [
@@ -217,6 +265,8 @@ def load_state_into(
     if report.new:
         init_long_skips_(model.skip_norms, model.skip_linears, skip_init)
         log.warning("initialised %d new long-skip tensors with %r", len(report.new), skip_init)
+    for key, why in report.ignored:
+        log.info("ignored %s: %s", key, why)
     return report
 
 
@@ -297,19 +347,39 @@ def stored_text_encoder(path) -> dict | None:
     if not source.is_file():
         return None
     if source.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(source), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return json.loads(metadata[TEXT_KEY]) if TEXT_KEY in metadata else None
-    try:
-        payload = torch.load(source, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(source))
-    except Exception:  # not ours to judge here: loading the weights reports unreadable files
-        return None
+        metadata = read_safetensors_metadata(source)
+        if TEXT_KEY not in metadata:
+            return None
+        where = f"the {TEXT_KEY} metadata of {source}"
+        return _checked_text_spec(parse_json_text(metadata[TEXT_KEY], where), where)
+    payload = read_torch_file(source)
     config = payload.get("config") if isinstance(payload, dict) else None
     if not isinstance(config, dict) or "text_encoder" not in config:
         return None
-    return {"name": config["text_encoder"], "max_length": config.get("text_max_length")}
+    spec = {"name": config["text_encoder"], "max_length": config.get("text_max_length")}
+    return _checked_text_spec(spec, f"the text encoder settings in {source}")
+
+
+def _checked_text_spec(spec, where: str) -> dict:
+    """A spec that load_text_encoder takes: a name, and a prompt length that is a positive integer or unset."""
+    length = spec.get("max_length") if isinstance(spec, dict) else None
+    length_ok = length is None or (isinstance(length, int) and not isinstance(length, bool) and length >= 1)
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and length_ok):
+        raise UserError(f"{where} must be a name and a positive max_length, got {spec!r}")
+    return spec
+
+
+def carried_metadata(path) -> dict[str, str]:
+    """The metadata a conversion of ``path`` keeps: everything our safetensors hold besides the config (the text
+    encoder spec, training step, weights), or the text encoder spec of a ``skipdit train`` checkpoint. Without
+    the spec a converted text model would be sampled with the default encoder and prompt length."""
+    source = resolve_weights(path)
+    if not source.is_file():
+        return {}
+    if source.suffix == ".safetensors":
+        return {k: v for k, v in read_safetensors_metadata(source).items() if k not in (CONFIG_KEY, ARCH_KEY)}
+    spec = stored_text_encoder(source)
+    return {} if spec is None else {TEXT_KEY: json.dumps(spec)}
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -317,10 +387,51 @@ def save(model, path: str | os.PathLike, extra_metadata: dict[str, str] | None =
     """Write weights and config as safetensors, atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise UserError(f"output must end in .safetensors, got {path.name}")
+    path = check_output(path)
     metadata = {CONFIG_KEY: json.dumps(asdict(model.config)), ARCH_KEY: arch_of(model.config),
                 **(extra_metadata or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))  # usual permissions
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if a safetensors file can be written there: it ends in ``.safetensors``, is not a
+    folder, and its nearest existing folder is writable (missing folders are created on writing). Checked
+    before any work, so a bad output path costs no conversion and leaves nothing behind."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"output must end in .safetensors, got {path.name}")
+    if path.is_dir():
+        raise UserError(f"output {path} is a folder; give the path of a .safetensors file")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot write {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {path}: the folder {ancestor} is not writable")
+    return path
+
+
+def _check_not_the_source(source: Path, out: Path, src) -> None:
+    """Refuse an output that would replace the file being converted (any spelling, a symlink, a hard link) or
+    write into the diffusers folder being read: the rename would destroy the input, and its metadata with it."""
+    if out.exists() and source.exists() and os.path.samefile(out, source):
+        raise UserError(f"output {out} is the checkpoint being converted ({src}); give another output path")
+    if is_diffusers_folder(source) and out.resolve().is_relative_to(source.resolve()):
+        raise UserError(f"output {out} is inside the diffusers folder being converted ({src}); "
+                        "give a path outside it")
+
+
+def convert(
+    src: str | os.PathLike, dst: str | os.PathLike, preset: str | None = None, *, skip_init: str | None = None,
+    **overrides,
+):
+    """``(written path, model, load report)``: ``src`` (anything :func:`load` reads) as our safetensors at
+    ``dst``, keeping the metadata that says how to sample it (:func:`carried_metadata`). ``dst`` is checked
+    first and may not be ``src`` itself: the rename would replace the input while its metadata is lost."""
+    out = check_output(dst)
+    _check_not_the_source(resolve_weights(src), out, src)
+    metadata = carried_metadata(src)
+    model, report = load(src, preset, skip_init=skip_init, return_report=True, **overrides)
+    return save(model, out, extra_metadata=metadata), model, report

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 from ..errors import UserError
 from ..models.presets import DIT_SIZES
+from .files import read_json, read_safetensors, read_torch_file
 
 SKIP_PREFIXES = ("skip_norms.", "skip_linears.")
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -88,16 +88,29 @@ def read_diffusers_latte(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     config_file = path / "config.json"
     if not config_file.is_file():
         raise UserError(f"no diffusers model at {path}: expected config.json")
-    raw = json.loads(config_file.read_text())
+    raw = read_json(config_file)
     kind = raw.get("_class_name", "?")
     if kind != "LatteTransformer3DModel":
         raise UserError(f"{path} holds a {kind}; only diffusers' LatteTransformer3DModel folders are supported")
-    fields = latte_t2v_fields(raw, path)
+    fields = latte_t2v_fields(raw, config_file)
     return _read_diffusers_weights(path), fields
+
+
+# config.json entries without a default we could assume: the geometry of the network
+REQUIRED_CONFIG = ("num_attention_heads", "attention_head_dim", "in_channels", "num_layers", "sample_size",
+                   "patch_size", "caption_channels")
 
 
 def latte_t2v_fields(raw: dict, where) -> dict:
     """Our config fields for a diffusers Latte ``config.json``; anything we do not implement is an error."""
+    absent = [k for k in REQUIRED_CONFIG if k not in raw]
+    if absent:
+        raise UserError(f"{where} lacks {', '.join(absent)}; a LatteTransformer3DModel config names them all")
+    counts = [*REQUIRED_CONFIG, *(k for k in ("video_length", "out_channels") if raw.get(k) is not None)]
+    bad = [k for k in counts if not isinstance(raw[k], int) or isinstance(raw[k], bool) or raw[k] < 1]
+    if bad:
+        need = "must be positive integers" if len(bad) > 1 else "must be a positive integer"
+        raise UserError(f"{where}: {', '.join(f'{k}={raw[k]!r}' for k in bad)} {need}")
     expected = {"norm_type": "ada_norm_single", "norm_elementwise_affine": False,
                 "activation_fn": "gelu-approximate"}
     wrong = [f"{k}={raw.get(k)!r} (supported: {v!r})" for k, v in expected.items() if raw.get(k, v) != v]
@@ -107,7 +120,7 @@ def latte_t2v_fields(raw: dict, where) -> dict:
     if wrong:
         raise UserError(f"{where}: unsupported Latte configuration: {', '.join(wrong)}")
     in_channels = raw["in_channels"]
-    out_channels = raw.get("out_channels") or in_channels
+    out_channels = in_channels if raw.get("out_channels") is None else raw["out_channels"]  # null: as in_channels
     if out_channels not in (in_channels, 2 * in_channels):
         raise UserError(f"{where}: out_channels {out_channels} is neither in_channels nor 2x (learned sigma)")
     return dict(
@@ -120,22 +133,33 @@ def latte_t2v_fields(raw: dict, where) -> dict:
 
 
 def _read_diffusers_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     for name in DIFFUSERS_WEIGHTS:
         index = path / f"{name}.index.json"
         if index.is_file():  # sharded: {"weight_map": {key: shard file}}
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             state = {}
-            for shard in shards:
-                state.update(_read_one(path / shard, load_file))
+            for shard in _shards(index):
+                state.update(_read_one(path / shard))
             return state
         if (path / name).is_file():
-            return _read_one(path / name, load_file)
+            return _read_one(path / name)
     raise UserError(f"no weights in {path}: expected {' or '.join(DIFFUSERS_WEIGHTS)}")
 
 
-def _read_one(file: Path, load_file) -> dict[str, torch.Tensor]:
+def _shards(index: Path) -> list[str]:
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise UserError(f"{index} has no weight_map of tensor names to shard files")
+    shards = sorted(set(weight_map.values()))
+    missing = [s for s in shards if not (index.parent / s).is_file()]
+    if missing:
+        raise UserError(f"{index} lists shards that are not in {index.parent}: {', '.join(missing[:4])}")
+    return shards
+
+
+def _read_one(file: Path) -> dict[str, torch.Tensor]:
     if file.suffix == ".safetensors":
-        return load_file(str(file))
-    return torch.load(file, map_location="cpu", weights_only=True)
+        return read_safetensors(file)[0]
+    state = read_torch_file(file)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{file} is not a state dict (a mapping of names to tensors)")
+    return state
