@@ -1,13 +1,30 @@
 # skipdit: `make demo` and `make test` work on a fresh machine (they install first).
 #
-# torch is installed before the package so that pip never pulls a CUDA build by accident. Pick the
-# build with TORCH, e.g. `make install TORCH="torch==2.5.1 --index-url <your CUDA wheel index>"`, or
-# reuse a system torch with `make install VENV_ARGS=--system-site-packages`. Any torch >= 2.4 works.
+# torch is installed before the package, so that this file picks its build rather than pip resolving the
+# package's `torch` requirement: on Linux x86-64 PyPI's torch is the CUDA build, several GB of nvidia-* wheels.
+# The default, TORCH unset:
+#   - Linux x86-64 with an NVIDIA GPU (nvidia-smi lists one): PyPI's torch==TORCH_VERSION (CUDA);
+#   - Linux x86-64 without one: the CPU build torch==TORCH_VERSION+cpu, from PyTorch's CPU wheel index
+#     (TORCH_CPU_INDEX) or from a local wheel pip already finds (PIP_FIND_LINKS, find-links in pip.conf).
+#     With neither reachable, pip stops ("no matching distribution") instead of pulling the CUDA build;
+#   - macOS and other platforms: PyPI's torch==TORCH_VERSION, which has no CUDA there.
+# Choose the build with TORCH, e.g. `make install TORCH=torch==2.13.0` (PyPI's, CUDA on Linux x86-64),
+# `make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"`, or reuse a
+# system torch with `make install VENV_ARGS=--system-site-packages`: a torch the venv can already import
+# is never replaced. Any torch >= 2.4 works.
 
 PYTHON ?= python3
 VENV ?= .venv
 VENV_ARGS ?=
-TORCH ?= torch==2.13.0
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PLATFORM := $(shell uname -sm)
+HAS_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo yes)
+ifeq ($(PLATFORM)$(HAS_GPU),Linux x86_64)
+TORCH ?= torch==$(TORCH_VERSION)+cpu --extra-index-url $(TORCH_CPU_INDEX)
+else
+TORCH ?= torch==$(TORCH_VERSION)
+endif
 BIN := $(VENV)/bin
 
 .PHONY: install demo demo-video test test-slow bench compare lint assets curves clean
@@ -18,6 +35,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH)
 	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/python -c "import torch; print('installed torch', torch.__version__, 'CUDA', torch.version.cuda)"
 	# the reference Inception of one test; its own requirements would pull torchvision, which it does not need
 	$(BIN)/pip install --no-deps "torch-fidelity==0.4.0"
 	touch $@

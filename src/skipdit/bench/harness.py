@@ -18,7 +18,6 @@ MACs / cached MACs, which counts what sublayer caches (FORA, PAB, T-GATE) and da
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ from ..errors import UserError
 from ..metrics import psnr, ssim
 from ..metrics.fidelity import SSIM_WINDOW
 from ..sampling import Generation, generate
+from ..timing import interleaved
 
 
 class NotApplicable(Exception):
@@ -219,13 +219,12 @@ class Bench:
             raise NotApplicable(str(err).splitlines()[0]) from err
         ref = self.reference(on)
         counted = counted_run(sampler, lambda: generate(sampler, self.seeds, cache=cache, **self.settings))
-        times, ref_times = [], []
-        for _ in range(self.repeats):
-            ref_times.append(generate(uncached, self.seeds, **self.settings).seconds)
-            times.append(generate(sampler, self.seeds, cache=cache, **self.settings).seconds)
+        timed = interleaved({"uncached": lambda: generate(uncached, self.seeds, **self.settings),
+                             "cached": lambda: generate(sampler, self.seeds, cache=cache, **self.settings)},
+                            self.repeats, lambda run: run.seconds)
         out, base = counted.out, ref.out
         row = Row(method.label, method.family, method.setting, self.names[on],
-                  measured=statistics.median(ref_times) / statistics.median(times),
+                  measured=timed.speedup("uncached", "cached"),
                   ideal=ref.macs / counted.macs if counted.macs else None,
                   macs_per_sample=counted.macs / len(self.seeds),
                   psnr=_mean(psnr(out.images, base.images)), ssim=_ssim(out.images, base.images),

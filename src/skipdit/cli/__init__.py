@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.abc
+import importlib.util
 import logging
+import os
 import sys
 
 from .. import __version__
@@ -24,6 +27,7 @@ from . import (
     sample_many_cmd,
     train_cmd,
 )
+from .help import HelpFormatter
 
 COMMANDS = (sample_cmd, sample_many_cmd, train_cmd, export_cmd, convert_cmd, latents_cmd, cache_cmd, bench_cmd,
             analyze_cmd, eval_cmd)
@@ -34,7 +38,12 @@ _PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOT
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument error is bad input like any other: one line, exit 2 (argparse would add its usage)."""
+    """An argument error is bad input like any other: one line, exit 2 (argparse would add its usage).
+    Every subcommand's help shows the defaults and keeps its examples' lines (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         command = self.prog.partition(" ")[2]
@@ -56,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="skipdit: %(message)s")
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "no_progress", False):
+            silence_library_progress()
         return args.run(args) or 0
     except UserError as err:
         return _fail(str(err))
@@ -68,6 +79,50 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("skipdit: interrupted", file=sys.stderr)
         return 130
+
+
+def silence_library_progress() -> None:
+    """``--no-progress`` for the libraries skipdit loads models with: huggingface_hub (and transformers,
+    which follows it) read ``HF_HUB_DISABLE_PROGRESS_BARS`` when imported; diffusers has only a function,
+    called when it is imported (importing it here would cost seconds to runs that never use it). Libraries
+    already imported are switched off directly."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        importlib.import_module("transformers.utils.logging").disable_progress_bar()
+    _after_import("diffusers.utils.logging", lambda module: module.disable_progress_bar())
+
+
+def _after_import(name: str, action) -> None:
+    """Call ``action(module)`` once module ``name`` is imported: now if it already is, else when it is."""
+    if name in sys.modules:
+        action(sys.modules[name])
+    elif not any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(name, action))
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Finds ``name`` with the other finders and wraps its loader so that ``action`` runs on the loaded
+    module; it then leaves ``sys.meta_path``."""
+
+    def __init__(self, name: str, action):
+        self.name, self.action = name, action
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            load, action = spec.loader.exec_module, self.action
+
+            def exec_module(module):
+                load(module)
+                action(module)
+
+            spec.loader.exec_module = exec_module
+        return spec
 
 
 def _fail(message: str) -> int:

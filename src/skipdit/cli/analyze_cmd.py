@@ -10,12 +10,13 @@ import torch
 from ..analysis import INPUTS, compare_landscapes, compare_spectral, landscape_summary, spectral_table
 from ..convert import load
 from ..errors import UserError
+from .help import DEVICE_HELP, MODEL_HELP, examples
 
-EXAMPLES = """examples:
-  skipdit analyze landscape --t 500 --grid 21 --radius 0.05 --out analysis/
-  skipdit analyze spectral --model digits/Skip-DiT --baseline-model digits/DiT --t 500 --iters 20 --out analysis/
-  skipdit analyze landscape --model skip.safetensors --baseline-model dit.safetensors --inputs trajectory --out a/
-"""
+EXAMPLES = examples(
+    "skipdit analyze landscape --t 500 --grid 21 --radius 0.05 --out analysis/",
+    "skipdit analyze spectral --model digits/Skip-DiT --baseline-model digits/DiT --t 500 --iters 20 --out analysis/",
+    "skipdit analyze landscape --model skip.safetensors --baseline-model dit.safetensors --inputs trajectory --out a/",
+)
 
 
 def add_parser(sub) -> None:
@@ -23,34 +24,32 @@ def add_parser(sub) -> None:
     actions = analyze.add_subparsers(dest="analyze_command", required=True, metavar="ANALYSIS")
     land = actions.add_parser(
         "landscape", help="feature cosine under a 2-D input perturbation", epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(land)
     land.add_argument("--grid", type=int, default=21, help="odd number of alpha (and beta) values in [-1, 1]")
     land.add_argument("--radius", type=float, default=0.05,
-                      help="each direction's norm as a fraction of the input's norm (default 0.05)")
-    land.add_argument("--batch", type=int, default=16, help="inputs averaged over (default 16)")
+                      help="each direction's norm as a fraction of the input's norm")
+    land.add_argument("--batch", type=int, default=16, help="inputs averaged over")
     land.set_defaults(run=run_landscape)
     spec = actions.add_parser(
         "spectral", help="sigma_max of each unit's Jacobian by power iteration", epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(spec)
-    spec.add_argument("--iters", type=int, default=20, help="power iterations per map (default 20)")
-    spec.add_argument("--batch", type=int, default=8, help="inputs averaged over (default 8)")
+    spec.add_argument("--iters", type=int, default=20, help="power iterations per map")
+    spec.add_argument("--batch", type=int, default=8, help="inputs averaged over")
     spec.set_defaults(run=run_spectral)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="digits/Skip-DiT", help="built-in name or checkpoint (default digits/Skip-DiT)")
-    p.add_argument("--baseline-model", default="digits/DiT", help="the model to compare with (default digits/DiT)")
-    p.add_argument("--t", type=int, default=500, help="timestep on the 0..999 scale (default 500)")
+    p.add_argument("--model", default="digits/Skip-DiT", help=MODEL_HELP)
+    p.add_argument("--baseline-model", default="digits/DiT", help="the model to compare with, " + MODEL_HELP)
+    p.add_argument("--t", type=int, default=500, help="timestep on the 0..999 scale")
     p.add_argument("--inputs", choices=INPUTS, default="noise",
                    help="noise: x_t ~ N(0, I), the same for both models; trajectory: each model's DDIM path to t")
     p.add_argument("--steps", type=int, default=10, help="DDIM steps down to t with --inputs trajectory")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default="analysis", help="output folder for the PNG and JSON (default analysis/)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the inputs and the perturbation directions")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
+    p.add_argument("--out", default="analysis", help="output folder for the PNG and JSON")
 
 
 def _models(args) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,43 +12,48 @@ from ..bench.report import headline, markdown_table, pareto_plot, similarity_plo
 from ..convert import load
 from ..errors import UserError
 from ..io import atomic_write, parse_int_list
+from .help import DEVICE_HELP, MODEL_HELP, NO_PROGRESS_HELP, examples
 
-EXAMPLES = """examples:
-  skipdit bench --model digits/Skip-DiT --baseline-model digits/DiT --caches all --seeds 0-63 --out bench/
-  skipdit bench --model digits/Skip-DiT --baseline-model digits/DiT --caches skip,fora,fbc,hf-pab
-  skipdit bench --model moving-digits/Latte-T2V-skip --caches skip:N=2,tgate,pab --prompt "the digit 3 moves up"
-
+EXAMPLES = examples(
+    "skipdit bench --model digits/Skip-DiT --baseline-model digits/DiT --caches all --seeds 0-63 --out bench/",
+    "skipdit bench --model digits/Skip-DiT --baseline-model digits/DiT --caches skip,fora,fbc,hf-pab",
+    'skipdit bench --model moving-digits/Latte-T2V-skip --caches skip:N=2,tgate,pab --prompt "the digit 3 moves up"',
+    note="""
 Writes bench.md (the table), bench.json (every row), pareto.png (PSNR against the measured speed-up,
 the paper's Figure 1c), pareto-macs.png (the same against the ideal speed-up from counted MACs) and
 similarity.png (per-step feature similarity, Figure 1a) into --out.
 Methods that do not apply to a model (Δ-DiT on a skip model, T-GATE without text) are listed, not run.
-"""
+""",
+)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="compare Skip-Cache with the peer caches (speed-up, PSNR, SSIM, LPIPS ...)",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="digits/Skip-DiT", help="the Skip-DiT model: built-in name or checkpoint")
-    p.add_argument("--baseline-model", help="the vanilla model the peers run on (default: the --model itself)")
+                       epilog=EXAMPLES)
+    p.add_argument("--model", default="digits/Skip-DiT", help="the Skip-DiT model: " + MODEL_HELP)
+    p.add_argument("--baseline-model",
+                   help="the vanilla model the peers run on, " + MODEL_HELP + " (default: the --model itself)")
     p.add_argument("--caches", default="all", help=f"'all', families ({', '.join([*FAMILIES, *DIFFUSERS])}) or "
                    "specs such as fora:N=5, comma-separated")
-    p.add_argument("--seeds", default="0-63", help="evaluation seeds (default 0-63)")
+    p.add_argument("--seeds", default="0-63", help="evaluation seeds")
     p.add_argument("--calibration-seeds", default="1000-1003",
                    help="seeds for TeaCache's and MagCache's fits, apart from the evaluation seeds")
     p.add_argument("--class-labels", help="labels cycled over the seeds (default: seed mod classes)")
     p.add_argument("--prompt", action="append", help="text models: prompts cycled over the seeds")
     p.add_argument("--text-encoder", help="text models: 'minilm' or a local folder (default: the model's)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--cfg-scale", type=float, default=4.0)
-    p.add_argument("--repeats", type=int, default=2, help="timed runs per method, each after a timed uncached run")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="sampler")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps")
+    p.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="timed runs per method, interleaved with as many timed uncached runs; the speed-up is "
+                   "the ratio of the medians")
     p.add_argument("--lpips-backbone", help="LPIPS: torchvision's AlexNet / VGG16 ImageNet weights (.pth)")
     p.add_argument("--lpips-heads", help="LPIPS: the lpips package's linear heads for that net (alex.pth / vgg.pth)")
-    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
+    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS: the network of those weights")
     p.add_argument("--flops", action="store_true", help="also print the MACs per sample of every run")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default="bench-out", help="output folder (default bench-out/)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
+    p.add_argument("--out", default="bench-out", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(run=run)
 
 

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -19,27 +18,29 @@ from ..diffusion import space_timesteps
 from ..errors import UserError
 from ..io import parse_int_list
 from ..sampling import PRECISIONS
+from ..savings import planned_stats, warn_if_saves_nothing
+from .help import DEVICE_HELP, NO_PROGRESS_HELP, examples
 from .sample_cmd import add_model_arguments, add_sampling_arguments, build, sampling_settings
 
-EXAMPLES = """examples:
-  skipdit cache plan c2i:N=2 --sampler ddpm --steps 250
-  skipdit cache plan t2v:N2-700-50                      # official DDIM-50 timesteps 980..0
-  skipdit cache plan skip:N=3,b=1,start=700,stop<50 --respacing ddim50 --units 28
-"""
+EXAMPLES = examples(
+    "skipdit cache plan c2i:N=2 --sampler ddpm --steps 250",
+    "skipdit cache plan t2v:N2-700-50                      # official DDIM-50 timesteps 980..0",
+    "skipdit cache plan skip:N=3,b=1,start=700,stop<50 --respacing ddim50 --units 28",
+)
 
-TUNE_EXAMPLES = """examples:
-  skipdit cache tune --model digits/Skip-DiT --target-speedup 2.0 --sampler ddim --steps 50
-  skipdit sample --sampler ddim --steps 50 \\
-      --cache "$(skipdit cache tune --target-speedup 2.0 --sampler ddim --steps 50 --no-progress | tail -1)"
-  skipdit cache tune --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --target-speedup 1.8 --seeds 0-3 \\
-      --class-labels 207,360 --sampler ddpm --steps 250 --cfg-scale 4 --json tune.json
-"""
+TUNE_EXAMPLES = examples(
+    "skipdit cache tune --model digits/Skip-DiT --target-speedup 2.0 --sampler ddim --steps 50",
+    'skipdit sample --sampler ddim --steps 50 --cache "$(skipdit cache tune --target-speedup 2.0 --sampler ddim '
+    '--steps 50 --no-progress | tail -1)"',
+    "skipdit cache tune --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --target-speedup 1.8 --seeds 0-3 "
+    "--class-labels 207,360 --sampler ddpm --steps 250 --cfg-scale 4 --json tune.json",
+)
 
-CALIBRATE_EXAMPLES = """examples:
-  skipdit cache calibrate-teacache --model digits/DiT --sampler ddim --steps 50
-  skipdit sample --ckpt digits/DiT --sampler ddim --steps 50 \\
-      --cache "$(skipdit cache calibrate-teacache --ckpt digits/DiT --sampler ddim --steps 50 | tail -1)"
-"""
+CALIBRATE_EXAMPLES = examples(
+    "skipdit cache calibrate-teacache --model digits/DiT --sampler ddim --steps 50",
+    'skipdit sample --model digits/DiT --sampler ddim --steps 50 --cache "$(skipdit cache calibrate-teacache '
+    '--model digits/DiT --sampler ddim --steps 50 | tail -1)"',
+)
 
 
 def add_parser(sub) -> None:
@@ -47,12 +48,11 @@ def add_parser(sub) -> None:
     cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     p = cache_sub.add_parser(
         "plan", help="print the per-step plan of a cache spec", epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("spec", help="cache spec, e.g. c2i:N=2, t2v:N2-700-50, skip:N=3,b=1,start=700,stop=50")
     p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
                    help="sampler (timesteps follow --steps / --respacing)")
-    p.add_argument("--steps", type=int, help="respaced steps; default: the preset's official sampler")
+    p.add_argument("--steps", type=int, help="respaced steps (default: the preset's official sampler)")
     p.add_argument("--respacing", help="respacing spec: '250', 'ddim50', 'leading100+1', '10,20,30'")
     p.add_argument("--units", type=int, help="units L of the model (default: the preset's official model)")
     p.add_argument("--summary", action="store_true", help="print only the counts")
@@ -62,19 +62,19 @@ def add_parser(sub) -> None:
         "tune", help="search the Skip-Cache schedule with the best fidelity at a target speed-up",
         description="Rank Skip-Cache schedules (N, b, start, stop) that reach --target-speedup (ideal, from "
         "the plan) by PSNR against the uncached run on a few seeds. The last line is the best spec.",
-        epilog=TUNE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=TUNE_EXAMPLES,
     )
     add_model_arguments(t)
     add_sampling_arguments(t)
     g = t.add_argument_group("search")
     g.add_argument("--target-speedup", type=float, required=True, help="ideal speed-up to reach, e.g. 2.0")
     g.add_argument("--tolerance", type=float, default=0.05,
-                   help="accept ideal speed-ups down to target x (1 - tolerance) (default 0.05)")
-    g.add_argument("--intervals", default="2-8", help="intervals N to try (default 2-8)")
+                   help="accept ideal speed-ups down to target x (1 - tolerance)")
+    g.add_argument("--intervals", default="2-8", help="intervals N to try")
     g.add_argument("--branches", help="branch depths b to try (default 1..L/2, at most 4 values)")
     g.add_argument("--max-candidates", type=int, default=24,
-                   help="most schedules to sample, those closest to the target first (default 24)")
-    g.add_argument("--top", type=int, default=10, help="rows of the printed table (default 10)")
+                   help="most schedules to sample, those closest to the target first")
+    g.add_argument("--top", type=int, default=10, help="rows of the printed table")
     g.add_argument("--json", help="write every evaluated row to this JSON file")
     _add_runtime_arguments(t)
     t.set_defaults(run=run_tune)
@@ -82,14 +82,14 @@ def add_parser(sub) -> None:
     c = cache_sub.add_parser(
         "calibrate-teacache", help="fit TeaCache's polynomial for a model",
         description="Fit TeaCache's rescaling polynomial on uncached runs of a few seeds. The last line is a "
-        "ready teacache spec.", epilog=CALIBRATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "ready teacache spec.", epilog=CALIBRATE_EXAMPLES,
     )
     add_model_arguments(c)
     add_sampling_arguments(c)
-    _set_default(c, "seeds", "0-3", "seeds, e.g. 0-3,10 (default 0-3)")
+    _set_default(c, "seeds", "0-3", "seeds, e.g. 0-3,10")
     g = c.add_argument_group("fit")
-    g.add_argument("--degree", type=int, default=4, help="polynomial degree (default 4)")
-    g.add_argument("--threshold", type=float, default=0.1, help="threshold written into the spec (default 0.1)")
+    g.add_argument("--degree", type=int, default=4, help="polynomial degree")
+    g.add_argument("--threshold", type=float, default=0.1, help="threshold written into the spec")
     _add_runtime_arguments(c)
     c.set_defaults(run=run_calibrate)
 
@@ -98,10 +98,10 @@ def _add_runtime_arguments(p) -> None:
     """The runtime flags of ``skipdit sample`` that ``sampling_settings`` reads."""
     r = p.add_argument_group("runtime")
     r.add_argument("--batch-size", type=int, help="samples per batch (default: all)")
-    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    r.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
+    r.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="autocast precision")
     r.add_argument("--compile", action="store_true", help="torch.compile each block")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
 
 def _set_default(parser, dest: str, value: str, help: str) -> None:
@@ -136,6 +136,7 @@ def run(args) -> int:
     print(f"{policy.spec()}  ({len(timesteps)} steps, respacing {respacing!r}, {units} units)")
     print(f"full {stats.full_steps} / cached {stats.cached_steps}; unit evaluations {stats.unit_evals} "
           f"of {stats.steps * units}; ideal speed-up {stats.ideal_speedup:.2f}x")
+    warn_if_saves_nothing(args.spec, planned_stats(policy, timesteps, units), policy)
     return 0
 
 

@@ -10,24 +10,26 @@ import argparse
 from ..convert.checkpoint import convert
 from ..errors import UserError
 from ..models.skip import SKIP_INITS
+from .help import examples
 
-EXAMPLES = """examples:
-  skipdit convert DiT-XL-2-skip.pt DiT-XL-2-skip.safetensors
-  skipdit convert DiT-XL-2-256x256.pt init-skip.safetensors --model DiT-XL/2-skip --skip-init torch_default
-  skipdit convert ucf101-skip.pt ucf101-skip.safetensors                 # official Latte-skip (class-to-video)
-  skipdit convert Latte-1/ init-t2v-skip.safetensors --model Latte-T2V-skip --skip-init torch_default
-"""
+EXAMPLES = examples(
+    "skipdit convert DiT-XL-2-skip.pt DiT-XL-2-skip.safetensors",
+    "skipdit convert DiT-XL-2-256x256.pt init-skip.safetensors --model DiT-XL/2-skip --skip-init torch_default",
+    "skipdit convert ucf101-skip.pt ucf101-skip.safetensors                 # official Latte-skip (class-to-video)",
+    "skipdit convert Latte-1/ init-t2v-skip.safetensors --model Latte-T2V-skip --skip-init torch_default",
+    "skipdit convert digits/Skip-DiT digits-skip-dit.safetensors            # a built-in model, as a file",
+)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "convert", help="convert a checkpoint to safetensors with its config", epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("src", help="official DiT / Skip-DiT / Latte / Latte-skip .pt, a diffusers Latte folder, "
-                   "diffusers DiT weights, or our safetensors")
+                   "diffusers DiT weights, our safetensors, or a built-in model name")
     p.add_argument("dst", help="output .safetensors")
-    p.add_argument("--model", help="target preset (default: the architecture found in the file)")
+    p.add_argument("--model", help="the architecture preset to convert into, e.g. DiT-XL/2-skip (the model "
+                   "itself is SRC; default: the architecture found in SRC)")
     p.add_argument("--skip-init", choices=SKIP_INITS,
                    help="initialise missing long skips (vanilla -> -skip model) with this scheme")
     p.add_argument("--input-size", type=int, help="latent size, needed only for diffusers state dicts")

@@ -10,22 +10,24 @@ import torch
 
 from ..errors import UserError
 from ..metrics.features import PREPROCESS, SPECS, load_feature_net
+from .help import DEVICE_HELP, NO_PROGRESS_HELP, examples
 
-EXAMPLES = """examples:
-  skipdit eval fid samples/dit-skip/samples.npz VIRTUAL_imagenet256_labeled.npz --sfid \\
-      --features inception:pt_inception-2015-12-05-6726825d.pth
-  skipdit eval is samples/dit-skip/samples.npz --features inception-ts:inception-2015-12-05.pt
-  skipdit eval prdc samples/digits-skip/samples.npz digits-real --features digits --json
-  skipdit eval fvd samples/latte-skip/samples.npz ucf101-frames/ --detector i3d_torchscript.pt \
-      --save-ref-stats ucf101-fvd2048_16f.npz
-
+EXAMPLES = examples(
+    "skipdit eval fid samples/dit-skip/samples.npz VIRTUAL_imagenet256_labeled.npz --sfid "
+    "--features inception:pt_inception-2015-12-05-6726825d.pth",
+    "skipdit eval is samples/dit-skip/samples.npz --features inception-ts:inception-2015-12-05.pt",
+    "skipdit eval prdc samples/digits-skip/samples.npz digits-real --features digits --json",
+    "skipdit eval fvd samples/latte-skip/samples.npz ucf101-frames/ --detector i3d_torchscript.pt "
+    "--save-ref-stats ucf101-fvd2048_16f.npz",
+    note="""
 SAMPLES and REF are folders of PNG / JPEG images, .npz files with images in arr_0 (as sample-many and the ADM
 reference batches hold them), or statistics saved with --save-ref-stats (.npz). An ADM reference batch is used as
 the ADM evaluator uses it: FID and sFID from its stored mu / sigma, precision / recall from its images.
 REF may also be digits-real, the real digits the built-in digits models learned (the worked example in
 docs/evaluation.md). For fvd they are video sets: an .npz with arr_0 (N, F, H, W, C), a folder of .npy / .gif /
 .mp4 videos or of frame folders, or saved FVD statistics.
-"""
+""",
+)
 
 
 def add_parser(sub) -> None:
@@ -33,7 +35,6 @@ def add_parser(sub) -> None:
         "eval",
         help="FID, sFID, Inception Score, precision / recall / density / coverage",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     metrics = p.add_subparsers(dest="eval_command", required=True, metavar="METRIC")
     for add in METRICS:
@@ -41,7 +42,7 @@ def add_parser(sub) -> None:
 
 
 def _parser(metrics, name: str, help: str, reference: bool) -> argparse.ArgumentParser:
-    p = metrics.add_parser(name, help=help, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = metrics.add_parser(name, help=help, epilog=EXAMPLES)
     p.add_argument("samples", metavar="SAMPLES", help="generated images: folder, images .npz or stats .npz")
     if reference:
         p.add_argument(
@@ -52,12 +53,12 @@ def _parser(metrics, name: str, help: str, reference: bool) -> argparse.Argument
         "--preprocess",
         choices=PREPROCESS,
         default="tf",
-        help="Inception input: tf (TF 1.x resize, as the ADM evaluator; default) or pytorch-fid",
+        help="Inception input: tf (TF 1.x resize, as the ADM evaluator) or pytorch-fid",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     if reference:
         p.add_argument("--save-ref-stats", metavar="PATH", help="write the reference statistics to PATH (.npz)")
         p.add_argument(
@@ -81,7 +82,7 @@ def _add_fid(metrics) -> None:
 
 def _add_is(metrics) -> None:
     p = _parser(metrics, "is", "Inception Score", reference=False)
-    p.add_argument("--splits", type=int, default=10, help="parts the score is averaged over (default 10)")
+    p.add_argument("--splits", type=int, default=10, help="parts the score is averaged over")
     p.set_defaults(run=run_is)
 
 
@@ -89,30 +90,30 @@ def _add_prdc(metrics) -> None:
     p = _parser(
         metrics, "prdc", "precision, recall (Kynkäänniemi et al.), density, coverage (Naeem et al.)", reference=True
     )
-    p.add_argument("--k", type=int, default=3, help="nearest neighbour that sets each ball's radius (default 3)")
+    p.add_argument("--k", type=int, default=3, help="nearest neighbour that sets each ball's radius")
     p.set_defaults(run=run_prdc)
 
 
 def _add_fvd(metrics) -> None:
     p = metrics.add_parser(
         "fvd", help="Fréchet Video Distance (StyleGAN-V fvd2048_16f), optionally per-frame FID",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     p.add_argument("samples", metavar="SAMPLES", help="generated videos: .npz, folder, or FVD stats .npz")
     p.add_argument("reference", metavar="REF", help="real videos: .npz, folder, or FVD stats .npz")
     p.add_argument("--detector", required=True, metavar="PATH", help="local I3D TorchScript (i3d_torchscript.pt)")
-    p.add_argument("--num-videos", type=int, default=2048, help="videos per set (default 2048; more: a seeded subset)")
-    p.add_argument("--clip-length", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--num-videos", type=int, default=2048, help="videos per set (more: a seeded subset)")
+    p.add_argument("--clip-length", type=int, default=16, help="frames per clip")
     p.add_argument("--real-subsample", type=int, default=3,
-                   help="real clips take every k-th frame from a random offset (default 3, as Skip-DiT's "
-                        "compute_fvd asks; 1 = what its dataset class really does, and upstream StyleGAN-V)")
+                   help="real clips take every k-th frame from a random offset (3: as Skip-DiT's compute_fvd "
+                        "asks; 1: what its dataset class really does, and upstream StyleGAN-V)")
     p.add_argument("--seed", type=int, default=0, help="seeds the real clips' offsets and any video subset")
     p.add_argument("--frame-fid", metavar="SPEC", help=f"also per-frame FID with this image feature net ({SPECS})")
-    p.add_argument("--batch-size", type=int, default=8, help="clips per detector call (default 8)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per detector call")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
     p.add_argument("--save-ref-stats", metavar="PATH", help="write the real clips' statistics to PATH (.npz)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(run=run_fvd)
 
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
+from .help import examples
 
-EXAMPLES = """examples:
-  skipdit export runs/digits-skip-dit
-  skipdit export runs/digits-skip-dit --step 2000 --out digits-skip-dit-2k.safetensors
-"""
+EXAMPLES = examples(
+    "skipdit export runs/digits-skip-dit",
+    "skipdit export runs/digits-skip-dit --step 2000 --out digits-skip-dit-2k.safetensors",
+)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="write a training run's weights as safetensors", epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("export", help="write a training run's weights as safetensors", epilog=EXAMPLES)
     p.add_argument("run_dir", help="the run folder of skipdit train")
     p.add_argument("--out", help="output .safetensors (default: RUN_DIR/export/ema-<step>.safetensors)")
-    p.add_argument("--weights", choices=("ema", "model"), default="ema")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema",
+                   help="ema: the averaged weights (what sampling uses); model: the raw ones")
     p.add_argument("--step", type=int, help="a kept checkpoint (default: the newest)")
     p.set_defaults(run=run)
 

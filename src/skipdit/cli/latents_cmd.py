@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-EXAMPLES = """examples:
-  skipdit extract-latents imagenet/train --vae sd-vae-ft-ema/ --image-size 256 --out latents/imagenet256
-  skipdit train --config configs/c2i/DiT-XL-2-skip-imagenet256.yaml --set data.path=latents/imagenet256
-"""
+from .help import DEVICE_HELP, NO_PROGRESS_HELP, examples
+
+EXAMPLES = examples(
+    "skipdit extract-latents imagenet/train --vae sd-vae-ft-ema/ --image-size 256 --out latents/imagenet256",
+    "skipdit train --config configs/c2i/DiT-XL-2-skip-imagenet256.yaml --set data.path=latents/imagenet256",
+)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("extract-latents", help="encode an image folder into latent shards for training",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=EXAMPLES)
     p.add_argument("images", help="image folder: one sub-folder per class")
     p.add_argument("--vae", required=True, help="local diffusers AutoencoderKL folder")
-    p.add_argument("--image-size", type=int, required=True)
+    p.add_argument("--image-size", type=int, required=True,
+                   help="image side in pixels (ADM centre crop, as training on images does)")
     p.add_argument("--out", required=True, help="output folder for the shards")
-    p.add_argument("--shard-size", type=int, default=10_000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--shard-size", type=int, default=10_000, help="latents per shard file")
+    p.add_argument("--batch-size", type=int, default=32, help="images per VAE forward pass")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(run=run)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,22 +22,26 @@ from ..metrics import psnr
 from ..models import arch_of, build_model
 from ..models.random import randomize_
 from ..models.skip import SKIP_INITS
-from ..sampling import PRECISIONS, generate
+from ..sampling import PRECISIONS, Generation, generate
+from ..savings import warn_if_plan_saves_nothing, warn_if_saves_nothing
+from ..timing import Interleaved, interleaved
 from ..vae import load_vae
+from .help import DEVICE_HELP, MODEL_HELP, NO_PROGRESS_HELP, examples
 
-EXAMPLES = """examples:
-  skipdit sample --cache skip:N=2 --compare-uncached          # the built-in digits/Skip-DiT, on a CPU
-  skipdit sample --task t2v --prompt "the digit 7 moves up" --cache t2v:N=2 --format mp4,gif
-  skipdit sample --task c2v --class-labels 3 --seeds 0-3 --cache c2v:N=2 --compare-uncached
-  skipdit sample --task t2i --model-dir HunyuanDiT-v1.2-Diffusers/ --prompt "一只可爱的猫" --cache t2i:N=2 \
-      --steps 100 --cfg-scale 6 --compare-uncached
-  skipdit sample --ckpt Latte-skip.pt --text-encoder t5-v1_1-xxl/ --vae vae/ --prompt "a dog on a beach" \
-      --sampler ddim --steps 50 --cfg-scale 7.5 --cache t2v:N2-700-50
-  skipdit sample --model DiT-XL/2-skip --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --cache c2i:N=2 \\
-      --seeds 0-7 --class-labels 207,360 --sampler ddpm --steps 250 --cfg-scale 4 --out samples/
-  skipdit sample --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --cache c2i:N=3 --compare-uncached
-  skipdit sample --model DiT-S/2-skip --random-weights --image-size 32 --cache skip:N=2,b=2 --compare-uncached
-"""
+EXAMPLES = examples(
+    "skipdit sample --cache skip:N=2 --compare-uncached          # the built-in digits/Skip-DiT, on a CPU",
+    "skipdit sample --model digits/DiT --cache fora:N=2 --compare-uncached --repeats 5",
+    'skipdit sample --task t2v --prompt "the digit 7 moves up" --cache t2v:N=2 --format mp4,gif',
+    "skipdit sample --task c2v --class-labels 3 --seeds 0-3 --cache c2v:N=2 --compare-uncached",
+    'skipdit sample --task t2i --model-dir HunyuanDiT-v1.2-Diffusers/ --prompt "一只可爱的猫" --cache t2i:N=2 '
+    "--steps 100 --cfg-scale 6 --compare-uncached",
+    'skipdit sample --ckpt Latte-skip.pt --text-encoder t5-v1_1-xxl/ --vae vae/ --prompt "a dog on a beach" '
+    "--sampler ddim --steps 50 --cfg-scale 7.5 --cache t2v:N2-700-50",
+    "skipdit sample --model DiT-XL/2-skip --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --cache c2i:N=2 "
+    "--seeds 0-7 --class-labels 207,360 --sampler ddpm --steps 250 --cfg-scale 4 --out samples/",
+    "skipdit sample --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --cache c2i:N=3 --compare-uncached",
+    "skipdit sample --model DiT-S/2-skip --random-weights --image-size 32 --cache skip:N=2,b=2 --compare-uncached",
+)
 
 VAE_DOWNSAMPLE = 8
 TASKS = ("c2i", "c2v", "t2v", "t2i")
@@ -49,22 +53,23 @@ DEFAULT_PROMPTS = {"t2v": "the digit 7 moves up", "t2i": "a handwritten four"}  
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "sample", help="sample images or videos, with or without a cache", epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(p)
     s = add_sampling_arguments(p)
     s.add_argument("--compare-uncached", action="store_true",
-                   help="also run without the cache; print the measured speed-up and PSNR")
+                   help="also run without the cache: after a warm-up of both, time --repeats interleaved rounds "
+                   "of each and print the speed-up of the median times and the PSNR")
+    s.add_argument("--repeats", type=int, default=3,
+                   help="--compare-uncached: timed rounds of each run; the speed-up is the ratio of the medians")
     r = p.add_argument_group("runtime")
     r.add_argument("--batch-size", type=int, help="samples per batch (default: all)")
-    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    r.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
+    r.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="autocast precision")
     r.add_argument("--compile", action="store_true", help="torch.compile each block")
-    r.add_argument("--out", default="samples", help="output folder (default: samples/)")
-    r.add_argument("--format", default="mp4,gif", help=f"video models: file formats, of {','.join(VIDEO_FORMATS)} "
-                   "(default mp4,gif)")
-    r.add_argument("--fps", type=int, default=8, help="video models: frames per second (default 8)")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--out", default="samples", help="output folder")
+    r.add_argument("--format", default="mp4,gif", help=f"video models: file formats, of {','.join(VIDEO_FORMATS)}")
+    r.add_argument("--fps", type=int, default=8, help="video models: frames per second")
+    r.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(run=run)
 
 
@@ -74,9 +79,10 @@ def add_model_arguments(p) -> None:
                    "t2i: text-to-image (the built-in model, or Hunyuan-DiT with --model-dir) (default: what --ckpt "
                    "holds; else c2i)")
     g.add_argument("--model-dir", help="t2i: a local diffusers HunyuanDiTPipeline folder")
-    g.add_argument("--model", help="preset, e.g. DiT-XL/2-skip (default: the architecture in --ckpt)")
+    g.add_argument("--model", help=MODEL_HELP + "; with --ckpt or --random-weights: the architecture preset, "
+                   "e.g. DiT-XL/2-skip (default: the built-in model of --task, or the architecture in --ckpt)")
     g.add_argument("--ckpt", help="official DiT / Latte .pt, a diffusers Latte folder, our .safetensors, or a "
-                   f"built-in name ({', '.join(BUILTIN_MODELS)}; default: the built-in model of --task)")
+                   "built-in name")
     g.add_argument("--random-weights", action="store_true",
                    help="no checkpoint: a pixel-space (RGB) --model with random weights, to try things out")
     g.add_argument("--skip-init", choices=SKIP_INITS, help="load a vanilla --ckpt into a -skip --model")
@@ -88,21 +94,23 @@ def add_model_arguments(p) -> None:
 
 def add_sampling_arguments(p):
     s = p.add_argument_group("sampling")
-    s.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7,10 (one sample per seed; default 0-7)")
+    s.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-7,10 (one sample per seed)")
     s.add_argument("--class-labels", help="labels, cycled over the seeds (default: sample k gets k mod classes)")
     s.add_argument("--prompt", action="append", help="text models: a prompt (repeat for several; cycled over "
                    "the seeds)")
-    s.add_argument("--negative-prompt", default="", help="text models: the unconditional prompt (default '')")
+    s.add_argument("--negative-prompt", default="", help="text models: the unconditional prompt")
     s.add_argument("--num-frames", type=int, help="video models: frames (default: the model's)")
-    s.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
+    s.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="sampler")
     s.add_argument("--steps", type=int, help="sampling steps (default 250 for ddpm, 50 for ddim)")
     s.add_argument("--respacing", help="timestep respacing, e.g. ddim50 (overrides --steps)")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
-    s.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale (1 = off)")
+    s.add_argument("--cfg-scale", type=float, default=4.0,
+                   help="classifier-free guidance scale (1 = off; unconditional models ignore it)")
     s.add_argument("--cfg-mode", choices=CFG_MODES, default="all",
-                   help="dit_legacy guides only 3 channels, to reproduce the official DiT numbers")
+                   help="all guides every channel; dit_legacy guides only 3, to reproduce the official DiT numbers")
     s.add_argument("--cfg-two-pass", action="store_true", help="run cond and uncond as two model calls")
-    s.add_argument("--cache", help=f"cache spec, e.g. c2i:N=2 (families: {', '.join(CACHE_FAMILIES)})")
+    s.add_argument("--cache", help=f"cache spec, e.g. c2i:N=2 (families: {', '.join(CACHE_FAMILIES)}; default: "
+                   "no cache)")
     return s
 
 
@@ -114,19 +122,19 @@ def build(args):
         if args.image_size % scale:
             raise UserError(f"image size {args.image_size} is not divisible by {scale} (the VAE's downsampling)")
     size = {"input_size": args.image_size // (VAE_DOWNSAMPLE if vae else 1)} if args.image_size else {}
-    ckpt = args.ckpt
+    ckpt, preset = model_source(args)
     if ckpt:
         if args.random_weights:
             raise UserError("--random-weights and --ckpt exclude each other")
-        model = load(ckpt, args.model, skip_init=args.skip_init, **size)
+        model = load(ckpt, preset, skip_init=args.skip_init, **size)
     elif args.random_weights:
-        if not args.model:
+        if not preset:
             raise UserError("--random-weights needs --model, e.g. --model DiT-S/2-skip")
         if vae is not None:
             raise UserError("--random-weights builds a pixel-space model; drop --vae")
-        model = randomize_(build_model(args.model, in_channels=3, **size))
+        model = randomize_(build_model(preset, in_channels=3, **size))
     else:
-        if args.model or args.skip_init:
+        if preset or args.skip_init:
             raise UserError("--model and --skip-init need --ckpt PATH (or --random-weights)")
         ckpt = TASK_DEFAULTS[args.task or "c2i"]
         model = load(ckpt, **size)
@@ -144,6 +152,16 @@ def build(args):
     return model, vae, encoder, task
 
 
+def model_source(args) -> tuple[str | None, str | None]:
+    """(checkpoint, architecture preset) from ``--ckpt`` and ``--model``. ``--model`` names a model as in
+    every other subcommand (a built-in name or a checkpoint) unless ``--ckpt`` or ``--random-weights``
+    is given, where it is the architecture preset to load into (the official scripts' ``--model``)."""
+    model = args.model
+    if model and not args.ckpt and not args.random_weights and (model in BUILTIN_MODELS or Path(model).exists()):
+        return model, None
+    return args.ckpt, model
+
+
 def task_of(model) -> str:
     """The task a model does: a text-to-video model with a single frame is a text-to-image model."""
     task = TASK_OF_ARCH[arch_of(model.config)]
@@ -154,8 +172,8 @@ def run(args) -> int:
     if args.model_dir:
         return run_t2i(args)
     seeds = parse_int_list(args.seeds, "seeds")
-    if args.compare_uncached and parse_cache(args.cache) is None:
-        raise UserError("--compare-uncached needs --cache")
+    policy = parse_cache(args.cache)
+    _check_compare(args, policy)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in VIDEO_FORMATS]
     if bad or not formats:
@@ -165,33 +183,82 @@ def run(args) -> int:
     model, vae, encoder, task = build(args)
     settings = sampling_settings(args, model, vae, encoder, task, len(seeds))
     steps = settings["steps"]
+    planned = warn_if_plan_saves_nothing(args.cache, model, steps, settings["respacing"]) is not None
     out = Path(args.out)
-    if args.compare_uncached:  # a 2-step run at the full batch, so the first timed run pays no warm-up costs
-        generate(model, seeds, **{**settings, "respacing": "2", "progress": False})
-    result = generate(model, seeds, cache=args.cache, **settings)
+    if args.compare_uncached:
+        warm = {**settings, "respacing": "2", "progress": False}  # 2 steps at the full batch, both ways
+        timed = compare_uncached(
+            cached=lambda: generate(model, seeds, cache=policy, **settings),
+            uncached=lambda: generate(model, seeds, cache=None, **settings),
+            warm_ups=(lambda: generate(model, seeds, cache=policy, **warm),
+                      lambda: generate(model, seeds, cache=None, **warm)),
+            repeats=args.repeats,
+        )
+        result = timed.first["cached"]
+    else:
+        result = generate(model, seeds, cache=policy, **settings)
     saved = _write(result, out, formats, args.fps)
     report = {"task": task, "seeds": seeds, "labels": result.labels, "prompts": result.prompts,
               "cache": result.cache, "seconds": result.seconds}
     kind = "videos" if result.is_video else "samples"
     print(f"{len(seeds)} {kind} in {result.seconds:.2f}s ({args.sampler}, {steps} steps) -> {out}/ ({saved})")
-    print(f"cache {result.cache}: {result.stats.summary()}")
+    _print_cache(args.cache, result, policy, warned=planned)
     report["stats"] = {**asdict(result.stats), "ideal_speedup": result.stats.ideal_speedup}
     if args.compare_uncached:
-        base = generate(model, seeds, cache=None, **settings)
+        base = timed.first["uncached"]
         _write(base, out / "uncached", formats, args.fps)
-        report.update(_compare(result, base))
+        report.update(_compare(result, base, timed))
     (out / "run.json").write_text(json.dumps(report, indent=2, default=str))
     return 0
 
 
-def _compare(result, base) -> dict:
-    """Print and return the measured speed-up and the PSNR of a cached run against the uncached one."""
+def _check_compare(args, policy) -> None:
+    if args.compare_uncached and policy is None:
+        raise UserError("--compare-uncached needs --cache")
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be >= 1, got {args.repeats}")
+
+
+def _print_cache(spec: str | None, result, policy, warned: bool = False) -> None:
+    """What the cache did, and a warning if it saved nothing (unless the plan already said so before the
+    run); nothing at all for a run without a cache."""
+    if policy is None:
+        return
+    print(f"cache {result.cache}: {result.stats.summary()}")
+    if not warned:
+        warn_if_saves_nothing(spec, result.stats, policy)
+
+
+def compare_uncached(cached: Callable[[], Generation], uncached: Callable[[], Generation],
+                     warm_ups: Sequence[Callable[[], object]], repeats: int) -> Interleaved[Generation]:
+    """The warm-ups once each (so no timed run pays one-off costs), then ``repeats`` rounds of a cached and
+    an uncached run. The samples are deterministic, so the outputs come from each one's first run."""
+    for warm_up in warm_ups:
+        warm_up()
+    return interleaved({"cached": cached, "uncached": uncached}, repeats, lambda run: run.seconds)
+
+
+def _compare(result, base, timed: Interleaved) -> dict:
+    """Print and return the measured speed-up (of the median times) and the PSNR of the cached samples
+    against the uncached ones."""
     scores = psnr(result.images, base.images)
-    speedup = base.seconds / result.seconds
+    speedup = timed.speedup("uncached", "cached")
+    rounds = timed.round_speedups("uncached", "cached")
     ideal = result.stats.ideal_speedup
-    print(f"uncached: {base.seconds:.2f}s -> measured speed-up {speedup:.2f}x (ideal {ideal:.2f}x)")
+    n = len(rounds)
+    print(f"timed {n} interleaved rounds after a warm-up: cached median {timed.median('cached'):.2f}s "
+          f"({_span(timed.seconds['cached'])}), uncached median {timed.median('uncached'):.2f}s "
+          f"({_span(timed.seconds['uncached'])})")
+    spread = f", per round {min(rounds):.2f}x-{max(rounds):.2f}x" if n > 1 else ""
+    print(f"measured speed-up {speedup:.2f}x (ratio of medians{spread}; ideal {ideal:.2f}x)")
     print(f"PSNR cached vs uncached: mean {scores.mean():.2f} dB, min {scores.min():.2f} dB")
-    return {"uncached_seconds": base.seconds, "speedup": speedup, "psnr": scores.tolist()}
+    return {"uncached_seconds": timed.median("uncached"), "cached_seconds": timed.median("cached"),
+            "speedup": speedup, "repeats": n, "timed_seconds": timed.seconds, "round_speedups": rounds,
+            "psnr": scores.tolist()}
+
+
+def _span(seconds: Sequence[float]) -> str:
+    return f"{min(seconds):.2f}-{max(seconds):.2f}s" if len(seconds) > 1 else f"{seconds[0]:.2f}s"
 
 
 def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
@@ -231,26 +298,35 @@ def run_t2i(args) -> int:
     if args.ckpt or args.model or args.random_weights:
         raise UserError("--task t2i loads the pipeline in --model-dir; --ckpt, --model and --random-weights "
                          "are for skipdit's own models")
-    if args.compare_uncached and parse_cache(args.cache) is None:
-        raise UserError("--compare-uncached needs --cache")
+    policy = parse_cache(args.cache)
+    _check_compare(args, policy)
     seeds = parse_int_list(args.seeds, "seeds")
     pipe = load_hunyuan(args.model_dir, device=args.device, precision=args.precision)
     settings = dict(prompts=args.prompt or ["一只可爱的猫"], negative_prompt=args.negative_prompt or None,
                     steps=args.steps or 100, cfg_scale=args.cfg_scale, size=args.image_size,
                     progress=not args.no_progress)
     out = Path(args.out)
-    if args.compare_uncached:  # warm-up, so the first timed run is not penalised
-        generate_hunyuan(pipe, seeds[:1], **{**settings, "steps": 2, "progress": False})
-    result = generate_hunyuan(pipe, seeds, cache=args.cache, **settings)
+    if args.compare_uncached:
+        warm = {**settings, "steps": 2, "progress": False}
+        timed = compare_uncached(
+            cached=lambda: generate_hunyuan(pipe, seeds, cache=policy, **settings),
+            uncached=lambda: generate_hunyuan(pipe, seeds, cache=None, **settings),
+            warm_ups=(lambda: generate_hunyuan(pipe, seeds, cache=policy, **warm),
+                      lambda: generate_hunyuan(pipe, seeds, cache=None, **warm)),
+            repeats=args.repeats,
+        )
+        result = timed.first["cached"]
+    else:
+        result = generate_hunyuan(pipe, seeds, cache=policy, **settings)
     _write_t2i(result, out)
     print(f"{len(seeds)} images in {result.seconds:.2f}s (DDPM, {settings['steps']} steps) -> {out}/")
-    print(f"cache {result.cache}: {result.stats.summary()}")
+    _print_cache(args.cache, result, policy)
     report = {"task": "t2i", "seeds": seeds, "prompts": result.prompts, "cache": result.cache,
               "seconds": result.seconds, "stats": {**asdict(result.stats), "ideal_speedup": result.stats.ideal_speedup}}
     if args.compare_uncached:
-        base = generate_hunyuan(pipe, seeds, cache=None, **settings)
+        base = timed.first["uncached"]
         _write_t2i(base, out / "uncached")
-        report.update(_compare(result, base))
+        report.update(_compare(result, base, timed))
     (out / "run.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     return 0
 

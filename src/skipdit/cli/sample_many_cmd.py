@@ -2,38 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
-
 from ..distributed import init_distributed, resolve_device
 from ..errors import UserError
 from ..io import parse_int_list
 from ..sample_many import sample_many
+from ..savings import warn_if_plan_saves_nothing
+from .help import NO_PROGRESS_HELP, examples
 from .sample_cmd import add_model_arguments, add_sampling_arguments, build, sampling_settings
 
-EXAMPLES = """examples:
-  skipdit sample-many --seeds 0-999 --out samples/digits-skip           # built-in digits/Skip-DiT, one process
-  torchrun --nproc-per-node 8 -m skipdit sample-many --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ \\
-      --seeds 0-49999 --cfg-scale 1.5 --cfg-mode dit_legacy --cache c2i:N=2 --out samples/dit-skip-c2i-n2
-  skipdit sample-many --task t2v --prompt "the digit 7 moves up" --seeds 0-255 --out samples/t2v
-"""
+EXAMPLES = examples(
+    "skipdit sample-many --seeds 0-999 --out samples/digits-skip           # built-in digits/Skip-DiT, one process",
+    "torchrun --nproc-per-node 8 -m skipdit sample-many --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ "
+    "--seeds 0-49999 --cfg-scale 1.5 --cfg-mode dit_legacy --cache c2i:N=2 --out samples/dit-skip-c2i-n2",
+    'skipdit sample-many --task t2v --prompt "the digit 7 moves up" --seeds 0-255 --out samples/t2v',
+)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "sample-many", help="many samples (torchrun-ready, resumable) packed as an ADM .npz", epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(p)
     add_sampling_arguments(p)
     r = p.add_argument_group("runtime")
-    r.add_argument("--batch-size", type=int, default=16, help="seeds per batch (default 16); keep it fixed "
-                   "when resuming, so batches hold the same seeds")
+    r.add_argument("--batch-size", type=int, default=16, help="seeds per batch; keep it fixed when resuming, "
+                   "so batches hold the same seeds")
     r.add_argument("--device", default="auto", help="auto (this process's GPU, else CPU), cpu or cuda")
-    r.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    r.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
     r.add_argument("--compile", action="store_true", help="torch.compile each block")
     r.add_argument("--out", required=True, help="output folder: samples/, samples.npz, summary.json")
     r.add_argument("--no-pack", action="store_true", help="do not write samples.npz")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(run=run)
 
 
@@ -45,6 +44,7 @@ def run(args) -> int:
     args.device = str(resolve_device(args.device, local_rank))
     model, vae, encoder, task = build(args)
     settings = sampling_settings(args, model, vae, encoder, task, len(seeds))
+    warn_if_plan_saves_nothing(args.cache, model, settings["steps"], settings["respacing"])
     for key in ("batch_size", "device", "progress"):
         settings.pop(key)
     labels, prompts = settings.pop("labels"), settings.pop("prompts", None)

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
+from .help import NO_PROGRESS_HELP, examples
 
-EXAMPLES = """examples:
-  skipdit train --config configs/digits/skip-dit.yaml
-  skipdit train --config configs/c2i/DiT-XL-2-skip-imagenet256.yaml --set data.path=latents/ --set global_batch=128
-  torchrun --nproc-per-node 8 -m skipdit train --config configs/c2i/DiT-XL-2-skip-imagenet256.yaml
-  skipdit train --config configs/c2i/convert-DiT-XL-2.yaml --init DiT-XL-2-256x256.pt --set stage=skip-only
-
-Running the same command again continues the run from its newest checkpoint.
-"""
+EXAMPLES = examples(
+    "skipdit train --config configs/digits/skip-dit.yaml",
+    "skipdit train --config configs/c2i/DiT-XL-2-skip-imagenet256.yaml --set data.path=latents/ --set global_batch=128",
+    "torchrun --nproc-per-node 8 -m skipdit train --config configs/c2i/DiT-XL-2-skip-imagenet256.yaml",
+    "skipdit train --config configs/c2i/convert-DiT-XL-2-stage1.yaml --init DiT-XL-2-256x256.pt "
+    "--set data.path=latents/",
+    "skipdit train --config configs/c2i/convert-DiT-XL-2-stage2.yaml "
+    "--init runs/convert-DiT-XL-2-stage1/checkpoints/ckpt-0050000.pt --set data.path=latents/",
+    note="Running the same command again continues the run from its newest checkpoint.",
+)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a DiT / Skip-DiT (resumes by default)", epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("train", help="train a DiT / Skip-DiT (resumes by default)", epilog=EXAMPLES)
     p.add_argument("--config", help="YAML config (keys: see skipdit.train.TrainConfig)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. lr=3e-4 or data.path=/data (repeatable)")
     p.add_argument("--init", help="start from these weights (a vanilla DiT gets new long skips)")
     p.add_argument("--run-dir", help="run folder (overrides run_dir)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(run=run)
 
 
