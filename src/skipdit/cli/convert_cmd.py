@@ -5,8 +5,6 @@ refused), and a text model keeps its text encoder settings, so the converted fil
 
 from __future__ import annotations
 
-import argparse
-
 from ..convert.checkpoint import convert
 from ..errors import UserError
 from ..models.skip import SKIP_INITS
