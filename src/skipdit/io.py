@@ -9,9 +9,9 @@ import re
 import secrets
 import struct
 import zipfile
-from zlib import error as zlib_error
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from zlib import error as zlib_error
 
 import numpy as np
 import torch

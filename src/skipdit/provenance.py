@@ -60,7 +60,8 @@ def file_digest(path: str | os.PathLike) -> str:
     path = Path(path)
     h = hashlib.sha256()
     files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        p for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     for f in files:
         if f is not path:

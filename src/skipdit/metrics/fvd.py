@@ -70,7 +70,15 @@ import torch
 
 from ..errors import UserError
 from ..io import (
-    IMAGE_SUFFIXES, NpzArray, atomic_write, first_line, is_listed, is_npz_with, list_files, load_npz, read_image,
+    IMAGE_SUFFIXES,
+    NpzArray,
+    atomic_write,
+    first_line,
+    is_listed,
+    is_npz_with,
+    list_files,
+    load_npz,
+    read_image,
     read_video,
 )
 from .fid import feature_statistics, frechet_distance
