@@ -292,11 +292,29 @@ def read_video(path) -> torch.Tensor:
     if not path.is_file():
         raise UserError(f"no video at {path}")
     if fmt == "gif":
-        from PIL import Image, ImageSequence
+        frames = _read_gif(path)
+    else:
+        frames = _read_mp4(path)
+    if not frames:
+        raise UserError(f"{path} holds no frames")
+    return torch.from_numpy(np.stack(frames))
 
+
+def _read_gif(path: Path) -> list[np.ndarray]:
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
         with Image.open(path) as image:
-            frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
-        return torch.from_numpy(np.stack(frames))
+            return [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+    except UnidentifiedImageError:
+        raise UserError(f"{path} is not a gif PIL can read (corrupt or of another kind)") from None
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise UserError(f"{path} is a damaged gif: {err}") from None  # Pillow's "image file is truncated"
+
+
+def _read_mp4(path: Path) -> list[np.ndarray]:
     try:
         import imageio_ffmpeg
     except ImportError as err:
@@ -304,10 +322,15 @@ def read_video(path) -> torch.Tensor:
     reader = imageio_ffmpeg.read_frames(str(path))
     try:
         w, h = next(reader)["size"]
-        frames = [np.frombuffer(raw, np.uint8).reshape(h, w, 3) for raw in reader]
+        return [np.frombuffer(raw, np.uint8).reshape(h, w, 3) for raw in reader]
+    except (OSError, RuntimeError, ValueError) as err:
+        # imageio-ffmpeg raises OSError "Could not load meta information" (with ffmpeg's whole log appended) for
+        # a file ffmpeg cannot open, RuntimeError when it stops mid-stream, and a short frame fails the reshape
+        if isinstance(err, OSError) and err.filename is not None:
+            raise
+        raise UserError(f"{path} is not a video ffmpeg can read: {first_line(err)}") from None
     finally:
         reader.close()
-    return torch.from_numpy(np.stack(frames))
 
 
 def save_videos(videos: torch.Tensor, names: Sequence[str], out_dir, *, formats: Sequence[str] = ("mp4",),

@@ -201,7 +201,10 @@ class VideoSet:
 
     def _read_file(self, path: Path) -> np.ndarray:
         if self.kind == ".npy":
-            return np.load(path, allow_pickle=False)
+            try:
+                return np.load(path, allow_pickle=False)
+            except (EOFError, ValueError) as err:  # empty, truncated, pickled or foreign
+                raise UserError(f"{path} is not a readable .npy video: {first_line(err)}") from None
         if self.kind == "frames":
             frames = [read_image(q) for q in list_files(path, IMAGE_SUFFIXES)]
             if any(f.shape != frames[0].shape for f in frames):
