@@ -198,3 +198,35 @@ def test_sample_many_refuses_samples_without_a_record(done, capsys):
 def test_sample_many_settings_record_is_plain_json(done):
     settings = json.loads((done / "settings.json").read_text())
     assert settings["fingerprint_version"] == 1 and settings["labels"] == {"0": 0, "1": 1, "2": 2, "3": 3}
+
+
+# -- extract-latents --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("damage, message", [
+    (b"broken", r"9\.png is not an image PIL can read"),
+    (None, r"9\.png is a damaged image"),  # a truncated PNG: the header reads, the pixels do not
+])
+def test_extract_latents_names_a_corrupt_image(tmp_path, capsys, damage, message):
+    from diffusers.utils import logging as diffusers_logging
+
+    from .test_sampling import tiny_vae_folder
+
+    # diffusers warns on stderr that `accelerate` is not installed when the VAE loads: not this test's line
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        _extract_latents_case(tmp_path, capsys, tiny_vae_folder(tmp_path / "vae"), damage, message)
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+def _extract_latents_case(tmp_path, capsys, vae, damage, message):
+    for c in ("a", "b"):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        for k in range(2):
+            _png(tmp_path / "img" / c / f"{k}.png", k)
+    (tmp_path / "img" / "a" / ".3.tmp-1-00000000.png").write_bytes(b"half-written")  # never read: sorts first
+    png = (tmp_path / "img" / "a" / "0.png").read_bytes()
+    (tmp_path / "img" / "b" / "9.png").write_bytes(damage if damage is not None else png[: len(png) // 2])
+    expect_user_error(capsys, ["extract-latents", tmp_path / "img", "--vae", vae, "--image-size", "16",
+                               "--out", tmp_path / "lat", "--no-progress"], message,
+                      inputs=list((tmp_path / "img").rglob("*.png")), outputs=[tmp_path])

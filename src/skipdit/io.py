@@ -23,11 +23,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 def read_image(path) -> np.ndarray:
     """An image file as uint8 (H, W, C): grey stays one channel, every other mode becomes RGB."""
+    array = np.asarray(open_image(path, keep_grey=True))
+    return array[..., None] if array.ndim == 2 else array
+
+
+def open_image(path, keep_grey: bool = False):
+    """An image file as a loaded PIL image in RGB (grey stays ``L`` with ``keep_grey``); a corrupt, truncated or
+    foreign file is a :class:`UserError` naming it, not PIL's UnidentifiedImageError or bare OSError."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            array = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"))
+            image.load()
+            return image.copy() if image.mode == "RGB" or (keep_grey and image.mode == "L") else image.convert("RGB")
     except UnidentifiedImageError:
         raise UserError(f"{path} is not an image PIL can read (corrupt or of another kind)") from None
     except OSError as err:
@@ -37,7 +45,6 @@ def read_image(path) -> np.ndarray:
         raise UserError(f"{path} is a damaged image: {err}") from None
     except (SyntaxError, ValueError) as err:  # Pillow's plugins raise these on malformed headers and chunks
         raise UserError(f"{path} is a damaged image: {err}") from None
-    return array[..., None] if array.ndim == 2 else array
 
 
 TEMP_MARKER = ".tmp-"  # in every temporary name atomic_write makes (which also start with a dot)
