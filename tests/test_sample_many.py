@@ -172,3 +172,34 @@ def test_a_stale_temporary_file_is_never_a_sample(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["samples"] == 10
     run(out)
     assert not stale[0].exists()  # sample-many's own leftover is gone; the hidden foreign file is left alone
+
+
+def test_provenance_fingerprint_and_differences(tmp_path):
+    from skipdit.provenance import differences, file_digest, fingerprint, identity, provenance
+
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    assert file_digest(tmp_path / "w.bin") == "sha256:" + __import__("hashlib").sha256(b"weights").hexdigest()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "a.bin").write_bytes(b"weights")
+    digest = identity(tmp_path / "folder")
+    (tmp_path / "folder" / ".hidden").write_bytes(b"ignored")
+    assert identity(tmp_path / "folder") == digest != identity(tmp_path / "w.bin")
+    (tmp_path / "folder" / "a.bin").write_bytes(b"weightz")
+    assert identity(tmp_path / "folder") != digest  # content, not names
+    assert identity("digits/Skip-DiT") == "digits/Skip-DiT" and identity(None) is None
+    old = fingerprint({"steps": 50, "cache": None, "eta": 0.0, "shape": (1, 16, 16)})
+    new = fingerprint({"steps": 20, "cache": "skip:N=2", "eta": 0.0, "shape": [1, 16, 16]})
+    assert differences(old, new) == ["cache none -> skip:N=2", "steps 50 -> 20"]  # tuples equal lists
+    assert differences(old, json.loads(json.dumps(old))) == []
+    record = provenance("cpu")
+    assert record["device"] == "cpu" and record["versions"]["torch"] == torch.__version__
+    assert record["versions"]["skipdit"] and record["versions"]["python"]
+
+
+def test_atomic_write_temporary_names_never_look_like_samples(tmp_path):
+    from skipdit.io import atomic_write, is_listed
+
+    seen = []
+    atomic_write(tmp_path / "000001-1.png", lambda tmp: (seen.append(tmp), tmp.write_bytes(b"x")))
+    assert seen[0].suffix == ".png" and seen[0].name.startswith(".") and not is_listed(seen[0])
+    assert not seen[0].exists() and is_listed(tmp_path / "000001-1.png")
