@@ -11,6 +11,7 @@ import struct
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from zlib import error as zlib_error
 
 import numpy as np
 import torch
@@ -22,11 +23,43 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 def read_image(path) -> np.ndarray:
     """An image file as uint8 (H, W, C): grey stays one channel, every other mode becomes RGB."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        array = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"))
+    array = np.asarray(open_image(path, keep_grey=True))
     return array[..., None] if array.ndim == 2 else array
+
+
+def open_image(path, keep_grey: bool = False):
+    """An image file as a loaded PIL image in RGB (grey stays ``L`` with ``keep_grey``); a corrupt, truncated or
+    foreign file is a :class:`UserError` naming it, not PIL's UnidentifiedImageError or bare OSError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy() if image.mode == "RGB" or (keep_grey and image.mode == "L") else image.convert("RGB")
+    except UnidentifiedImageError:
+        raise UserError(f"{path} is not an image PIL can read (corrupt or of another kind)") from None
+    except OSError as err:
+        if err.filename is not None:  # the file itself could not be opened: the CLI reports path errors
+            raise
+        # Pillow raises a bare OSError ("image file is truncated", "broken data stream") while decoding
+        raise UserError(f"{path} is a damaged image: {err}") from None
+    except (SyntaxError, ValueError) as err:  # Pillow's plugins raise these on malformed headers and chunks
+        raise UserError(f"{path} is a damaged image: {err}") from None
+
+
+TEMP_MARKER = ".tmp-"  # in every temporary name atomic_write makes (which also start with a dot)
+
+
+def is_listed(path: Path) -> bool:
+    """Whether a folder reader should see ``path``: hidden names (leading dot) and :func:`atomic_write`'s
+    temporary files are never data, since a killed writer can leave them behind."""
+    return not path.name.startswith(".") and TEMP_MARKER not in path.name
+
+
+def list_files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
+    """The plain files of ``folder`` whose suffix (any case) is one of ``suffixes``, hidden and temporary files
+    left out (:func:`is_listed`), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes and is_listed(p) and p.is_file())
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -35,9 +68,13 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).cpu()
 
 
-def parse_int_list(text: str, what: str = "seeds") -> list[int]:
-    """``"0-3,7,10-11"`` -> ``[0, 1, 2, 3, 7, 10, 11]``."""
-    out = []
+MAX_LIST = 10_000_000  # 200x the 50,000 samples of an FID run; a longer list is a typo and would not fit in memory
+
+
+def parse_int_list(text: str, what: str = "seeds", limit: int = MAX_LIST) -> list[int]:
+    """``"0-3,7,10-11"`` -> ``[0, 1, 2, 3, 7, 10, 11]``; more than ``limit`` numbers is refused before any
+    list is built (``0-999999999`` would ask for gigabytes)."""
+    ranges = []
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not match:
@@ -45,7 +82,11 @@ def parse_int_list(text: str, what: str = "seeds") -> list[int]:
         lo, hi = int(match[1]), int(match[2] or match[1])
         if hi < lo:
             raise UserError(f"invalid {what} range {part!r}: end before start")
-        out.extend(range(lo, hi + 1))
+        ranges.append(range(lo, hi + 1))
+    count = sum(len(r) for r in ranges)
+    if count > limit:
+        raise UserError(f"{text!r} names {count:,} {what}; at most {limit:,} are allowed")
+    out = [k for r in ranges for k in r]
     if not out:
         raise UserError(f"no {what} given")
     return out
@@ -140,8 +181,10 @@ def _check_frames(frames: torch.Tensor) -> None:
 def atomic_write(path: Path, write) -> Path:
     """``write(tmp_path)`` into a temporary file next to ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name rather than mkstemp, so the file gets the usual permissions; it keeps the suffix for ffmpeg
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+    # A fresh name rather than mkstemp, so the file gets the usual permissions. It ends in the real suffix
+    # because the writers pick the format from it (PIL, ffmpeg; np.save / np.savez append theirs otherwise);
+    # the leading dot and TEMP_MARKER make folder readers (is_listed) skip a file a killed run leaves behind.
+    tmp = path.with_name(f".{path.stem}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) create their files 0600
@@ -256,11 +299,29 @@ def read_video(path) -> torch.Tensor:
     if not path.is_file():
         raise UserError(f"no video at {path}")
     if fmt == "gif":
-        from PIL import Image, ImageSequence
+        frames = _read_gif(path)
+    else:
+        frames = _read_mp4(path)
+    if not frames:
+        raise UserError(f"{path} holds no frames")
+    return torch.from_numpy(np.stack(frames))
 
+
+def _read_gif(path: Path) -> list[np.ndarray]:
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
         with Image.open(path) as image:
-            frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
-        return torch.from_numpy(np.stack(frames))
+            return [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+    except UnidentifiedImageError:
+        raise UserError(f"{path} is not a gif PIL can read (corrupt or of another kind)") from None
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise UserError(f"{path} is a damaged gif: {err}") from None  # Pillow's "image file is truncated"
+
+
+def _read_mp4(path: Path) -> list[np.ndarray]:
     try:
         import imageio_ffmpeg
     except ImportError as err:
@@ -268,10 +329,15 @@ def read_video(path) -> torch.Tensor:
     reader = imageio_ffmpeg.read_frames(str(path))
     try:
         w, h = next(reader)["size"]
-        frames = [np.frombuffer(raw, np.uint8).reshape(h, w, 3) for raw in reader]
+        return [np.frombuffer(raw, np.uint8).reshape(h, w, 3) for raw in reader]
+    except (OSError, RuntimeError, ValueError) as err:
+        # imageio-ffmpeg raises OSError "Could not load meta information" (with ffmpeg's whole log appended) for
+        # a file ffmpeg cannot open, RuntimeError when it stops mid-stream, and a short frame fails the reshape
+        if isinstance(err, OSError) and err.filename is not None:
+            raise
+        raise UserError(f"{path} is not a video ffmpeg can read: {first_line(err)}") from None
     finally:
         reader.close()
-    return torch.from_numpy(np.stack(frames))
 
 
 def save_videos(videos: torch.Tensor, names: Sequence[str], out_dir, *, formats: Sequence[str] = ("mp4",),
@@ -302,6 +368,39 @@ def save_video_grid(videos: torch.Tensor, captions: Sequence[str], path, *, fps:
     _video_format(Path(path))
     frames = [np.asarray(make_grid(videos[:, k], captions, ncols)) for k in range(videos.shape[1])]
     return save_video(torch.from_numpy(np.stack(frames)), path, fps=fps, scale=1)
+
+
+# -- .npz files ---------------------------------------------------------------------------------------------
+def load_npz(path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` (those present; all by default) of an ``.npz``, loaded (an ADM batch's statistics
+    without its 10,000 images); an empty, truncated or foreign file is a :class:`UserError` naming it rather
+    than numpy's EOFError / BadZipFile / pickle ValueError."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # np.load read an .npy and returned its array
+            raise UserError(f"{path} is a single .npy array, not an .npz archive")
+        with data:
+            return {k: data[k] for k in data.files if keys is None or k in keys}
+    except (EOFError, zipfile.BadZipFile, zlib_error, ValueError) as err:
+        raise UserError(f"{path} is not a valid .npz file ({first_line(err)})") from None
+
+
+def is_npz_with(path, keys: Sequence[str]) -> bool:
+    """Whether ``path`` is an ``.npz`` whose members include all ``keys``; a damaged archive is a UserError."""
+    path = Path(path)
+    if not (path.is_file() and path.suffix == ".npz"):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except zipfile.BadZipFile:
+        raise UserError(f"{path} is not a valid .npz file (empty or truncated)") from None
+    return {f"{k}.npy" for k in keys} <= names
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 # -- .npz members, read lazily -------------------------------------------------------------------------------

@@ -12,29 +12,51 @@ frames for video), so a killed run resumes where it stopped: batches whose files
 Each finished batch appends its time and cache statistics to ``log-rank<r>.jsonl``. At the end rank 0 packs
 every sample, in seed order, into ``samples.npz`` (``arr_0`` uint8 NHWC, or N F H W C for video; ``arr_1``
 the labels of class models), the format of the ADM evaluation suite, and writes ``summary.json``.
+
+Before the first sample, ``settings.json`` records a fingerprint of everything that determines the samples (the
+model's identity, sampler, steps, guidance, cache, precision, batch size, sample shape, each seed's label or
+prompt; :func:`run_settings`). A rerun into the same folder resumes only when it agrees; otherwise it is refused
+with the differing settings named, and ``overwrite=True`` removes what sample-many wrote there and starts over.
+Seeds may be added on a rerun (the record grows), but a seed may not change its label or prompt.
+
+TeaCache, First-Block-Cache and adaptive Skip-Cache decide once per batch from a batch-mean indicator, so with
+them a sample depends on the other seeds of its batch (:data:`BATCH_DEPENDENT`): the batch size is part of the
+fingerprint, and ``summary.json`` says so. Static schedules (Skip-Cache, FORA, ...) are per-sample.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cache import CacheStats
+from .cache import AdaptiveSkipCache, CacheStats, FirstBlockCache, TeaCache, parse_cache
 from .distributed import barrier, init_distributed, resolve_device, shutdown
 from .errors import UserError
-from .io import atomic_write, read_image, save_image
+from .io import TEMP_MARKER, atomic_write, read_image, save_image
+from .provenance import differences, fingerprint, provenance
 from .sampling import generate
 
 SAMPLES_DIR = "samples"
 NPZ_FILE = "samples.npz"
 SUMMARY_FILE = "summary.json"
+SETTINGS_FILE = "settings.json"
+SAMPLE_NAME = re.compile(r"\d{6,}(-\d+)?\.(png|npy)")  # what sample_path names: the files --overwrite removes
+# Policies whose skip decision is one batch-mean scalar per step (TeaCache's and First-Block-Cache's relative L1,
+# adaptive Skip-Cache's shallow-feature drift): a sample's output depends on its batch mates. Deciding per sample
+# would mean running the unit stack on a subset of the batch rows each step, which these policies do not do.
+BATCH_DEPENDENT = (TeaCache, FirstBlockCache, AdaptiveSkipCache)
+# the settings generate() takes that change the samples; batch_size is added (batched kernels, batch-wise caches)
+_SAMPLE_SETTINGS = ("sampler", "steps", "respacing", "eta", "cfg_scale", "cfg_mode", "cfg_batched", "precision",
+                    "compile", "num_frames", "negative_prompt")
 
 
 def sample_path(out: Path, seed: int, label: int | None, video: bool) -> Path:
@@ -42,14 +64,60 @@ def sample_path(out: Path, seed: int, label: int | None, video: bool) -> Path:
     return out / SAMPLES_DIR / (name + (".npy" if video else ".png"))
 
 
+def batch_note(cache) -> str | None:
+    """One line saying that ``cache`` makes samples depend on their batch mates, or None for per-sample ones."""
+    policy = parse_cache(cache)
+    if not isinstance(policy, BATCH_DEPENDENT):
+        return None
+    return (f"cache {policy.spec()} decides per batch (a batch-mean indicator), so each sample depends on the "
+            "other seeds of its batch: compare or resume runs only at the same --batch-size")
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """``sha256:<hex>`` of a module's state (names, dtypes, shapes, bytes): the identity of a model that was
+    not given by file (random weights, a model built in Python)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def run_settings(model, seeds: Sequence[int], *, labels: Sequence[int] | None, prompts: Sequence[str] | None,
+                 batch_size: int, sources: Mapping | None = None, **settings) -> dict:
+    """The fingerprint of a sample-many run: ``sources`` (how the caller names the model, VAE, text encoder:
+    :func:`skipdit.provenance.identity` of the files, plus anything else that shaped the model), else digests of
+    the modules; the :func:`skipdit.generate` settings; the batch size; the sample shape; each seed's condition."""
+    sources = dict(sources or {})
+    if "model" not in sources:
+        sources["model"] = module_digest(model)
+    vae, encoder = settings.get("vae"), settings.get("text_encoder")
+    if "vae" not in sources:
+        sources["vae"] = None if vae is None else module_digest(getattr(vae, "vae", vae))
+    if "text_encoder" not in sources:
+        sources["text_encoder"] = None if encoder is None else getattr(encoder, "name", type(encoder).__name__)
+    policy = parse_cache(settings.get("cache"))
+    record = {**sources, **{k: settings.get(k) for k in _SAMPLE_SETTINGS},
+              "cache": None if policy is None else policy.spec(), "batch_size": batch_size,
+              "sample_shape": list(model.sample_shape(settings.get("num_frames")))}
+    if labels is not None:
+        record["labels"] = {str(s): int(y) for s, y in zip(seeds, labels)}
+    if prompts is not None:
+        record["prompts"] = {str(s): str(p) for s, p in zip(seeds, prompts)}
+    return fingerprint(record)
+
+
 def sample_many(
     model, seeds: Sequence[int], out_dir: str | os.PathLike, *, labels: Sequence[int] | None = None,
     prompts: Sequence[str] | None = None, batch_size: int = 16, device: str = "auto", pack: bool = True,
-    progress: bool = True, **settings,
+    progress: bool = True, overwrite: bool = False, sources: Mapping | None = None, **settings,
 ) -> Path:
     """Sample every seed (labels or prompts given per seed, as :func:`skipdit.generate` takes them) into
     ``out_dir``; returns the ``.npz`` path (or the samples folder with ``pack=False``). ``settings`` go to
-    :func:`skipdit.generate` (sampler, steps, cache, cfg_scale, vae, text_encoder, ...)."""
+    :func:`skipdit.generate` (sampler, steps, cache, cfg_scale, vae, text_encoder, ...); ``sources`` name the
+    model files (:func:`run_settings`). A folder holding samples made with other settings is refused unless
+    ``overwrite``, which first removes what sample-many wrote there."""
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
         raise UserError("seeds must be unique: each names one sample file")
@@ -59,10 +127,20 @@ def sample_many(
         raise UserError(f"{len(prompts)} prompts for {len(seeds)} seeds")
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    record = run_settings(model, seeds, labels=labels, prompts=prompts, batch_size=batch_size, sources=sources,
+                          **settings)  # before any file is touched: it also checks the cache spec and frames
+    out = Path(out_dir)
+    if not overwrite:
+        record = _merged_settings(out, record)  # every rank refuses alike, before anything is written
     rank, world, local_rank = init_distributed()
     try:
-        out = Path(out_dir)
-        (out / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+        if rank == 0:
+            if overwrite:
+                _clear(out)
+            (out / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+            _remove_temporary(out)  # a killed run's; no other rank writes yet (the barrier below)
+            atomic_write(out / SETTINGS_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+        barrier(world)
         device = resolve_device(device, local_rank)
         model = model.to(device)
         video = len(model.sample_shape(settings.get("num_frames"))) == 4
@@ -84,12 +162,73 @@ def sample_many(
         bar.close()
         barrier(world)
         if rank == 0:
-            _summarise(out, world, len(seeds))
+            _summarise(out, world, len(seeds), record, device)
             if pack:
                 return pack_npz(paths, out / NPZ_FILE, labels)
         return out / NPZ_FILE if pack else out / SAMPLES_DIR
     finally:
         shutdown(world)
+
+
+def _merged_settings(out: Path, record: dict) -> dict:
+    """``record`` with the seeds ``out`` already records added; UserError if ``out`` holds samples made with
+    other settings, or samples without a settings record (an older skipdit's, or a foreign folder)."""
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        if (out / SAMPLES_DIR).is_dir() and any(SAMPLE_NAME.fullmatch(p.name) for p in (out / SAMPLES_DIR).iterdir()):
+            raise UserError(f"--out {out} holds samples but no {SETTINGS_FILE} saying how they were made; "
+                            "use --overwrite or another --out")
+        return record
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is damaged (not JSON); use --overwrite or another --out") from None
+    if not isinstance(old, dict):
+        raise UserError(f"{path} is not a sample-many settings record; use --overwrite or another --out")
+    per_seed = ("labels", "prompts")
+    diff = differences({k: v for k, v in old.items() if k not in per_seed},
+                       {k: v for k, v in record.items() if k not in per_seed})
+    merged = dict(record)
+    for key in per_seed:
+        before, now = old.get(key), record.get(key)
+        if (before is None) != (now is None):
+            diff.append(f"{key} {'none' if before is None else 'given'} -> {'none' if now is None else 'given'}")
+            continue
+        if before is None:
+            continue
+        changed = [s for s in now if s in before and before[s] != now[s]]
+        if changed:
+            s = changed[0]
+            more = f" (and {len(changed) - 1} more seeds)" if len(changed) > 1 else ""
+            diff.append(f"{key[:-1]} of seed {s} {json.dumps(before[s])} -> {json.dumps(now[s])}{more}")
+        merged[key] = {**before, **now}
+    if diff:
+        raise UserError(f"--out {out} holds samples made with other settings: {', '.join(diff)}; "
+                        "use --overwrite or another --out")
+    return merged
+
+
+def _clear(out: Path) -> None:
+    """Remove what sample-many writes in ``out`` (samples, their temporary files, logs, the .npz, the summary and
+    the settings record) and nothing else."""
+    folder = out / SAMPLES_DIR
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.is_file() and (SAMPLE_NAME.fullmatch(p.name) or _is_temporary(p)):
+                p.unlink()
+    for p in [*out.glob("log-rank*.jsonl"), out / NPZ_FILE, out / SUMMARY_FILE, out / SETTINGS_FILE]:
+        p.unlink(missing_ok=True)
+
+
+def _is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and TEMP_MARKER in path.name  # atomic_write's names
+
+
+def _remove_temporary(out: Path) -> None:
+    for folder in (out, out / SAMPLES_DIR):
+        for p in folder.iterdir():
+            if p.is_file() and _is_temporary(p):
+                p.unlink()
 
 
 def pack_npz(paths: Sequence[Path], npz: Path, labels: Sequence[int] | None = None) -> Path:
@@ -123,8 +262,9 @@ def _log(path: Path, seeds: list[int], result) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _summarise(out: Path, world: int, samples: int) -> None:
-    """Totals over every rank's log, earlier (resumed) runs included: time and what the cache did."""
+def _summarise(out: Path, world: int, samples: int, record: dict, device) -> None:
+    """Totals over every rank's log, earlier (resumed) runs included: time and what the cache did; the settings
+    (without the per-seed conditions, which stay in settings.json) and the versions and device."""
     records = [json.loads(line) for log in sorted(out.glob("log-rank*.jsonl")) for line in log.read_text().splitlines()
                if line.strip()]
     stats = None
@@ -136,5 +276,8 @@ def _summarise(out: Path, world: int, samples: int) -> None:
         "samples": samples, "processes": world, "batches_run": len(records),
         "seconds_total": sum(r["seconds"] for r in records), "cache": records[0]["cache"] if records else None,
         "stats": None if stats is None else {**stats.__dict__, "ideal_speedup": stats.ideal_speedup},
+        "batch_dependent": batch_note(record["cache"]) is not None, "note": batch_note(record["cache"]),
+        "settings": {k: v for k, v in record.items() if k not in ("labels", "prompts")},
+        "provenance": provenance(device),
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    atomic_write(out / SUMMARY_FILE, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))

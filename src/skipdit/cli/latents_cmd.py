@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+
 import torch
 
+from ..errors import UserError
 from .help import DEVICE_HELP, NO_PROGRESS_HELP, examples
 
 EXAMPLES = examples(
@@ -30,7 +35,25 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..train import extract_latents
 
-    out = extract_latents(args.images, args.vae, args.out, args.image_size, shard_size=args.shard_size,
-                          batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    created = not Path(args.out).exists()
+    try:
+        out = extract_latents(args.images, args.vae, args.out, args.image_size, shard_size=args.shard_size,
+                              batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    except UserError as err:
+        if created:  # no partial shards from a run that stopped at a bad image (the index comes last anyway)
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise UserError(_worker_message(str(err))) from None
     print(f"wrote latent shards to {out}")
     return 0
+
+
+def _worker_message(message: str) -> str:
+    """The error itself when a DataLoader worker raised it: torch re-raises it in the main process with the
+    worker's whole traceback as the message ("Caught UserError in DataLoader worker process 0. Original
+    Traceback ... skipdit.errors.UserError: <message>"); its last line is what the user needs."""
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    if len(lines) < 2 or not lines[0].startswith("Caught "):
+        return message
+    return re.sub(r"^[\w.]*UserError: ", "", lines[-1].strip())
+
+

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..io import IMAGE_SUFFIXES, NpzArray, read_image
+from ..io import IMAGE_SUFFIXES, NpzArray, list_files, read_image
 
 OUTPUTS = ("pool", "spatial", "logits")
 INCEPTION_FAMILY = "inception-2015-12-05"  # the TF graph every Inception variant here reproduces
@@ -99,7 +99,7 @@ def open_images(path: str | os.PathLike) -> ImageSource:
     if not path.exists():
         raise UserError(f"{path} not found")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = list_files(path, IMAGE_SUFFIXES)  # hidden and temporary files are no samples
         if not files:
             raise UserError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return ImageSource(lambda b: _read_files(files, b), len(files))
@@ -107,10 +107,13 @@ def open_images(path: str | os.PathLike) -> ImageSource:
         raise UserError(f"{path} is neither a folder of images nor an .npz")
     array = NpzArray(path)
     shape = (*array.shape, 1) if len(array.shape) == 3 else array.shape  # (N, H, W): one channel
-    if len(shape) != 4 or shape[-1] not in (1, 3) or array.dtype.kind not in "uif":
+    if len(shape) != 4 or shape[-1] not in (1, 3) or array.dtype != np.uint8 or not shape[0]:
+        # uint8 only: float images in [0, 1] or [-1, 1] would pass a [0, 255] range check and be scored as
+        # near-black images; the ADM format and sample-many hold uint8
         raise UserError(
-            f"{path}: arr_0 must hold images (N, H, W, C) with C in (1, 3), got {array.dtype} {array.shape}"
-            + ("; videos need FVD" if len(shape) == 5 else "")
+            f"{path}: arr_0 must hold uint8 images (N, H, W, C) with N >= 1 and C in (1, 3), got {array.dtype} "
+            f"{array.shape}" + ("; videos need FVD" if len(shape) == 5 else "")
+            + ("; convert floats with (x * 255).round().astype(np.uint8)" if array.dtype.kind == "f" else "")
         )
     return ImageSource(lambda b: (rows.reshape(len(rows), *shape[1:]) for _, rows in array.rows(batch_size=b)),
                        shape[0])

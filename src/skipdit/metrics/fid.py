@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..io import is_npz_with, load_npz
 from .features import INCEPTION_FAMILY, FeatureNet, ImageSource, open_images
 
 
@@ -89,12 +90,9 @@ class FeatureStats:
 def read_stats(path: str | os.PathLike) -> FeatureStats | None:
     """The statistics stored in an ``.npz`` (ours or an ADM reference batch), or None if it stores none."""
     path = Path(path)
-    if path.suffix != ".npz" or not path.is_file():
+    if not is_npz_with(path, ("mu",)):  # images, an ADM batch without statistics, or not an .npz
         return None
-    with np.load(path) as f:
-        if "mu" not in f.files:
-            return None
-        get = {k: f[k] for k in ("mu", "sigma", "mu_s", "sigma_s", "pool", "feature_net", "count") if k in f.files}
+    get = load_npz(path, ("mu", "sigma", "mu_s", "sigma_s", "pool", "feature_net", "count"))
     if "sigma" not in get:
         raise UserError(f"{path} has mu but no sigma")
     return FeatureStats(

@@ -61,7 +61,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,7 +69,18 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io import IMAGE_SUFFIXES, NpzArray, atomic_write, read_image, read_video
+from ..io import (
+    IMAGE_SUFFIXES,
+    NpzArray,
+    atomic_write,
+    first_line,
+    is_listed,
+    is_npz_with,
+    list_files,
+    load_npz,
+    read_image,
+    read_video,
+)
 from .fid import feature_statistics, frechet_distance
 
 DETECTOR_FILE = "i3d_torchscript.pt"
@@ -169,15 +179,14 @@ class VideoSet:
             self.kind = ".npz"
             self.names = [f"{self.path.name}[{k}]" for k in range(shape[0])]
         elif self.path.is_dir():
-            entries = sorted(p for p in self.path.iterdir() if not p.name.startswith("."))
+            entries = sorted(p for p in self.path.iterdir() if is_listed(p))  # no hidden or temporary files
             kinds = [k for k in FILE_KINDS if any(p.suffix.lower() == k and p.is_file() for p in entries)]
             if kinds:
                 self.kind = kinds[0]
                 self._files = [p for p in entries if p.suffix.lower() == self.kind and p.is_file()]
             else:
                 self.kind = "frames"
-                self._files = [p for p in entries if p.is_dir() and any(
-                    q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir())]
+                self._files = [p for p in entries if p.is_dir() and list_files(p, IMAGE_SUFFIXES)]
             if not self._files:
                 raise UserError(f"no videos in {self.path}: expected {', '.join(FILE_KINDS)} files or folders "
                                  f"of {'/'.join(IMAGE_SUFFIXES)} frames")
@@ -192,9 +201,15 @@ class VideoSet:
 
     def _read_file(self, path: Path) -> np.ndarray:
         if self.kind == ".npy":
-            return np.load(path, allow_pickle=False)
+            try:
+                return np.load(path, allow_pickle=False)
+            except (EOFError, ValueError) as err:  # empty, truncated, pickled or foreign
+                raise UserError(f"{path} is not a readable .npy video: {first_line(err)}") from None
         if self.kind == "frames":
-            return np.stack([read_image(q) for q in sorted(path.iterdir()) if q.suffix.lower() in IMAGE_SUFFIXES])
+            frames = [read_image(q) for q in list_files(path, IMAGE_SUFFIXES)]
+            if any(f.shape != frames[0].shape for f in frames):
+                raise UserError(f"the frames of {path} differ in size")
+            return np.stack(frames)
         return read_video(path).numpy()
 
     def read(self, indices: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -259,7 +274,11 @@ def load_detector(path: PathLike, device: str | torch.device = "cpu") -> Detecto
         raise UserError(f"no I3D detector at {path}: get StyleGAN-V's {DETECTOR_FILE} from {DETECTOR_URL} "
                                 f"and pass its path (skipdit never downloads)")
     device = torch.device(device)
-    return Detector(torch.jit.load(str(path), map_location=device).eval(), path.name, device)
+    try:
+        module = torch.jit.load(str(path), map_location=device)
+    except Exception as err:  # torch.jit.load raises RuntimeError, ValueError, ... on damaged or foreign files
+        raise UserError(f"{path} is not a TorchScript I3D detector: {first_line(err)}") from None
+    return Detector(module.eval(), path.name, device)
 
 
 def _as_detector(detector: Detector | PathLike, device: str | torch.device) -> Detector:
@@ -334,18 +353,16 @@ def save_stats(stats: VideoStats, path: PathLike) -> Path:
 
 
 def is_stats_file(path: PathLike) -> bool:
-    path = Path(path)
-    if not (path.is_file() and path.suffix == ".npz"):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return {"mu.npy", "sigma.npy", "protocol.npy"} <= set(zf.namelist())
+    return is_npz_with(path, ("mu", "sigma", "protocol"))
 
 
 def load_stats(path: PathLike) -> VideoStats:
     if not is_stats_file(path):
         raise UserError(f"{path} is not a statistics file (an .npz with mu, sigma and protocol)")
-    with np.load(path, allow_pickle=False) as data:
-        return VideoStats(data["mu"], data["sigma"], int(data["count"]), json.loads(str(data["protocol"])))
+    data = load_npz(path, ("mu", "sigma", "count", "protocol"))
+    if "count" not in data:
+        raise UserError(f"{path} is not a statistics file: it has no count")
+    return VideoStats(data["mu"], data["sigma"], int(data["count"]), json.loads(str(data["protocol"])))
 
 
 def check_protocol(stats: VideoStats, spec: ClipSpec, detector_name: str, what: str = "statistics") -> None:

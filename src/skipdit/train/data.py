@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import UserError
-from ..io import IMAGE_SUFFIXES
+from ..io import IMAGE_SUFFIXES, is_listed, open_image
 from .config import DataConfig
 
 DIGITS_SIZE = 16
@@ -178,7 +178,7 @@ class ImageFolder(Dataset):
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
         self.files: list[tuple[Path, int]] = [
             (f, label) for label, name in enumerate(self.classes) for f in sorted((root / name).rglob("*"))
-            if f.suffix.lower() in IMAGE_SUFFIXES
+            if f.suffix.lower() in IMAGE_SUFFIXES and is_listed(f)  # no hidden or temporary files
         ]
         if not self.files:
             raise UserError(f"no images in {root}: expected {root}/<class>/<image>{'|'.join(IMAGE_SUFFIXES)}")
@@ -188,11 +188,8 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int):
-        from PIL import Image
-
         path, label = self.files[index]
-        with Image.open(path) as image:
-            image = center_crop(image.convert("RGB"), self.image_size)
+        image = center_crop(open_image(path), self.image_size)  # a damaged file: a UserError naming it
         x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 127.5 - 1.0  # (3, H, W)
         return x, label
 
