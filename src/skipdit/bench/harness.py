@@ -106,6 +106,9 @@ def select_methods(names: str, steps: int) -> list[Method]:
             family = "skip" if policy.family in SKIP_PRESETS else policy.family
             shown, on, _ = FAMILIES.get(family, (family, "baseline", ()))
             methods.append(Method(shown, name.partition(":")[2] or "defaults", on, name))
+    if not methods:
+        raise UserError(f"--caches {names!r} names no method; use 'all', families ({', '.join(FAMILIES)}, "
+                        f"{', '.join(DIFFUSERS)}) or specs such as fora:N=5")
     return methods
 
 

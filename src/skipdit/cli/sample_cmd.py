@@ -16,14 +16,16 @@ from ..convert import load
 from ..convert.checkpoint import stored_text_encoder
 from ..diffusion import SAMPLERS
 from ..diffusion.guidance import CFG_MODES
+from ..distributed import check_device
 from ..errors import UserError
-from ..io import VIDEO_FORMATS, parse_int_list, save_grid, save_image, save_samples, save_video_grid, save_videos
+from ..io import VIDEO_FORMATS, save_grid, save_image, save_samples, save_video_grid, save_videos
 from ..metrics import psnr
 from ..models import arch_of, build_model
 from ..models.random import randomize_
 from ..models.skip import SKIP_INITS
 from ..sampling import PRECISIONS, generate
 from ..vae import load_vae
+from .common import check_number, check_out_dir, parse_ints
 
 EXAMPLES = """examples:
   skipdit sample --cache skip:N=2 --compare-uncached          # the built-in digits/Skip-DiT, on a CPU
@@ -43,6 +45,8 @@ VAE_DOWNSAMPLE = 8
 TASKS = ("c2i", "c2v", "t2v", "t2i")
 TASK_OF_ARCH = {"dit": "c2i", "latte": "c2v", "latte_t2v": "t2v"}
 TEXT_TASKS = ("t2v", "t2i")
+DEFAULT_STEPS = {"ddpm": 250, "ddim": 50}  # --steps unset (the official samplers of DiT and Latte)
+HUNYUAN_STEPS = 100  # --task t2i --model-dir: the reference's Hunyuan-DiT setting
 DEFAULT_PROMPTS = {"t2v": "the digit 7 moves up", "t2i": "a handwritten four"}  # for the built-in text models
 
 
@@ -106,14 +110,32 @@ def add_sampling_arguments(p):
     return s
 
 
+def check_arguments(args) -> None:
+    """The numbers, the device and the output folder of every command that samples (sample, sample-many, cache
+    tune / calibrate-teacache), checked before a model loads: None means "the default", anything else must be
+    valid (``--steps 0`` is an error, not the default), and a run never samples for minutes and then finds
+    it cannot write."""
+    for option, minimum in (("steps", 1), ("image_size", 1), ("num_frames", 1), ("batch_size", 1), ("fps", 1)):
+        check_number(getattr(args, option, None), "--" + option.replace("_", "-"), minimum=minimum, integer=True)
+    check_number(args.eta, "--eta", minimum=0)
+    check_number(args.cfg_scale, "--cfg-scale", minimum=1)
+    if args.eta and args.sampler != "ddim":
+        raise UserError(f"--eta applies to the ddim sampler only, not --sampler {args.sampler}")
+    if getattr(args, "device", "auto") != "auto":  # sample-many resolves "auto" itself
+        check_device(args.device)
+    if getattr(args, "out", None) is not None:
+        check_out_dir(args.out)
+
+
 def build(args):
-    """The model, the decoder and the text encoder the arguments ask for."""
+    """The model, the decoder and the text encoder the arguments ask for (after :func:`check_arguments`)."""
+    check_arguments(args)
     vae = load_vae(args.vae, args.device) if args.vae else None
     if args.image_size is not None:
         scale = VAE_DOWNSAMPLE if vae is not None else 1
         if args.image_size % scale:
             raise UserError(f"image size {args.image_size} is not divisible by {scale} (the VAE's downsampling)")
-    size = {"input_size": args.image_size // (VAE_DOWNSAMPLE if vae else 1)} if args.image_size else {}
+    size = {} if args.image_size is None else {"input_size": args.image_size // (VAE_DOWNSAMPLE if vae else 1)}
     ckpt = args.ckpt
     if ckpt:
         if args.random_weights:
@@ -153,7 +175,7 @@ def task_of(model) -> str:
 def run(args) -> int:
     if args.model_dir:
         return run_t2i(args)
-    seeds = parse_int_list(args.seeds, "seeds")
+    seeds = parse_ints(args.seeds, "seeds", hint="; use skipdit sample-many for more")
     if args.compare_uncached and parse_cache(args.cache) is None:
         raise UserError("--compare-uncached needs --cache")
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
@@ -199,14 +221,14 @@ def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
     or prompts), the sampler, guidance and runtime options."""
     if task not in TEXT_TASKS and (args.prompt or args.negative_prompt):
         raise UserError(f"--prompt and --negative-prompt are for text models; this is a {task} model")
-    if task in ("c2i", "t2i") and args.num_frames:
+    if task in ("c2i", "t2i") and args.num_frames is not None:
         raise UserError(f"--num-frames is for video models; this is a {task} model")
     condition = {"labels": None}
     if task in TEXT_TASKS:
         condition.update(prompts=args.prompt or [DEFAULT_PROMPTS[task]], negative_prompt=args.negative_prompt,
                          text_encoder=encoder)
     elif getattr(model.config, "num_classes", 0):
-        given = parse_int_list(args.class_labels, "class labels") if args.class_labels \
+        given = parse_ints(args.class_labels, "class labels") if args.class_labels \
             else list(range(model.config.num_classes))
         condition["labels"] = [given[k % len(given)] for k in range(n)]
     elif args.class_labels:
@@ -215,7 +237,8 @@ def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
         condition["num_frames"] = args.num_frames
     guided = task in TEXT_TASKS or condition.get("labels") is not None
     return dict(
-        sampler=args.sampler, steps=args.steps or (250 if args.sampler == "ddpm" else 50), respacing=args.respacing,
+        sampler=args.sampler, steps=DEFAULT_STEPS[args.sampler] if args.steps is None else args.steps,
+        respacing=args.respacing,
         eta=args.eta, cfg_scale=args.cfg_scale if guided else 1.0, cfg_mode=args.cfg_mode,
         cfg_batched=not args.cfg_two_pass, vae=vae, batch_size=args.batch_size, device=args.device,
         precision=args.precision, compile=args.compile, progress=not args.no_progress, **condition,
@@ -233,11 +256,12 @@ def run_t2i(args) -> int:
                          "are for skipdit's own models")
     if args.compare_uncached and parse_cache(args.cache) is None:
         raise UserError("--compare-uncached needs --cache")
-    seeds = parse_int_list(args.seeds, "seeds")
+    check_arguments(args)
+    seeds = parse_ints(args.seeds, "seeds", hint="; use skipdit sample-many for more")
     pipe = load_hunyuan(args.model_dir, device=args.device, precision=args.precision)
     settings = dict(prompts=args.prompt or ["一只可爱的猫"], negative_prompt=args.negative_prompt or None,
-                    steps=args.steps or 100, cfg_scale=args.cfg_scale, size=args.image_size,
-                    progress=not args.no_progress)
+                    steps=HUNYUAN_STEPS if args.steps is None else args.steps, cfg_scale=args.cfg_scale,
+                    size=args.image_size, progress=not args.no_progress)
     out = Path(args.out)
     if args.compare_uncached:  # warm-up, so the first timed run is not penalised
         generate_hunyuan(pipe, seeds[:1], **{**settings, "steps": 2, "progress": False})
