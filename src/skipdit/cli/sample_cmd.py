@@ -14,7 +14,7 @@ from ..assets import BUILTIN_MODELS, TASK_DEFAULTS
 from ..cache import CACHE_FAMILIES, parse_cache
 from ..convert import load
 from ..convert.checkpoint import stored_text_encoder
-from ..diffusion import SAMPLERS
+from ..diffusion import SAMPLERS, space_timesteps
 from ..diffusion.guidance import CFG_MODES
 from ..distributed import check_device
 from ..errors import UserError
@@ -125,6 +125,9 @@ def check_arguments(args) -> None:
         check_device(args.device)
     if getattr(args, "out", None) is not None:
         check_out_dir(args.out)
+    parse_cache(args.cache)  # a malformed spec fails here, not after the model and the text encoder load
+    if args.respacing is not None:
+        space_timesteps(1000, args.respacing)  # the same: respacing applies to the 1000-step chain of every model
 
 
 def build(args):
@@ -157,6 +160,7 @@ def build(args):
         raise UserError(f"--task {args.task}, but the model is a {task} model")
     if vae is None and model.in_channels not in (1, 3):
         raise UserError(f"this model makes {model.in_channels}-channel latents: pass --vae DIR to decode them")
+    check_task_arguments(args, task)
     encoder = None
     if task in TEXT_TASKS:
         from ..text import load_text_encoder
@@ -216,13 +220,21 @@ def _compare(result, base) -> dict:
     return {"uncached_seconds": base.seconds, "speedup": speedup, "psnr": scores.tolist()}
 
 
+def check_task_arguments(args, task: str) -> None:
+    """Options that the model's task does not take are errors, not silently ignored; :func:`build` checks them
+    before the text encoder loads."""
+    if task not in TEXT_TASKS and (args.prompt or args.negative_prompt):
+        raise UserError(f"--prompt and --negative-prompt are for text models; this is a {task} model")
+    if task in TEXT_TASKS and args.class_labels is not None:
+        raise UserError(f"--class-labels is for class-conditional models; this is a {task} model (use --prompt)")
+    if task in ("c2i", "t2i") and args.num_frames is not None:
+        raise UserError(f"--num-frames is for video models; this is a {task} model")
+
+
 def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
     """``generate()`` keyword arguments for ``n`` seeds: the conditioning (labels cycled over the seeds,
     or prompts), the sampler, guidance and runtime options."""
-    if task not in TEXT_TASKS and (args.prompt or args.negative_prompt):
-        raise UserError(f"--prompt and --negative-prompt are for text models; this is a {task} model")
-    if task in ("c2i", "t2i") and args.num_frames is not None:
-        raise UserError(f"--num-frames is for video models; this is a {task} model")
+    check_task_arguments(args, task)
     condition = {"labels": None}
     if task in TEXT_TASKS:
         condition.update(prompts=args.prompt or [DEFAULT_PROMPTS[task]], negative_prompt=args.negative_prompt,
