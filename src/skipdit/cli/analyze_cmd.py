@@ -11,7 +11,7 @@ from ..analysis import INPUTS, check_settings, compare_landscapes, compare_spect
 from ..convert import load
 from ..distributed import check_device
 from ..errors import UserError
-from .common import check_out_dir, finite_float, nonnegative_int, positive_int
+from .common import check_out_dir, nonnegative_int
 
 EXAMPLES = """examples:
   skipdit analyze landscape --t 500 --grid 21 --radius 0.05 --out analysis/
@@ -29,17 +29,17 @@ def add_parser(sub) -> None:
     )
     _common(land)
     land.add_argument("--grid", type=int, default=21, help="odd number of alpha (and beta) values in [-1, 1]")
-    land.add_argument("--radius", type=finite_float, default=0.05,
+    land.add_argument("--radius", type=float, default=0.05,
                       help="each direction's norm as a fraction of the input's norm (default 0.05)")
-    land.add_argument("--batch", type=positive_int, default=16, help="inputs averaged over (default 16)")
+    land.add_argument("--batch", type=int, default=16, help="inputs averaged over (default 16)")
     land.set_defaults(run=run_landscape)
     spec = actions.add_parser(
         "spectral", help="sigma_max of each unit's Jacobian by power iteration", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(spec)
-    spec.add_argument("--iters", type=positive_int, default=20, help="power iterations per map (default 20)")
-    spec.add_argument("--batch", type=positive_int, default=8, help="inputs averaged over (default 8)")
+    spec.add_argument("--iters", type=int, default=20, help="power iterations per map (default 20)")
+    spec.add_argument("--batch", type=int, default=8, help="inputs averaged over (default 8)")
     spec.set_defaults(run=run_spectral)
 
 
@@ -49,7 +49,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--t", type=int, default=500, help="timestep on the 0..999 scale (default 500)")
     p.add_argument("--inputs", choices=INPUTS, default="noise",
                    help="noise: x_t ~ N(0, I), the same for both models; trajectory: each model's DDIM path to t")
-    p.add_argument("--steps", type=positive_int, default=10, help="DDIM steps down to t with --inputs trajectory")
+    p.add_argument("--steps", type=int, default=10, help="DDIM steps down to t with --inputs trajectory")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="analysis", help="output folder for the PNG and JSON (default analysis/)")
@@ -57,7 +57,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _models(args, **settings) -> dict:
     """The two models, after every setting, the device and --out are checked (loading and the analysis take a
-    while; a bad --grid or an unwritable --out should not wait for them)."""
+    while; a bad --grid or an unwritable --out should not wait for them). The numbers are checked by the
+    library's own ``check_settings``, so the CLI and a Python user get the same message."""
     names = [args.baseline_model, args.model]
     if names[0] == names[1]:
         raise UserError(f"--model and --baseline-model are both {names[0]}: nothing to compare")
