@@ -250,8 +250,7 @@ def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
     guided = task in TEXT_TASKS or condition.get("labels") is not None
     return dict(
         sampler=args.sampler, steps=DEFAULT_STEPS[args.sampler] if args.steps is None else args.steps,
-        respacing=args.respacing,
-        eta=args.eta, cfg_scale=args.cfg_scale if guided else 1.0, cfg_mode=args.cfg_mode,
+        respacing=args.respacing, eta=args.eta, cfg_scale=args.cfg_scale if guided else 1.0, cfg_mode=args.cfg_mode,
         cfg_batched=not args.cfg_two_pass, vae=vae, batch_size=args.batch_size, device=args.device,
         precision=args.precision, compile=args.compile, progress=not args.no_progress, **condition,
     )
