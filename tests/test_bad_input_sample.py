@@ -303,3 +303,14 @@ def test_policies_built_in_python_reject_nan_thresholds():
 
 def test_check_device_accepts_the_cpu():
     assert check_device("cpu") == torch.device("cpu")
+
+
+def test_bench_library_refuses_what_would_fail_after_the_run(skip_model):
+    from skipdit.bench.harness import Bench, select_methods
+
+    with pytest.raises(UserError, match="names no method"):
+        select_methods(" , ", steps=10)
+    with pytest.raises(UserError, match="repeats must be an integer >= 1, got 0"):
+        Bench({"model": skip_model}, {"model": "skip"}, [0, 1], {}, repeats=0)
+    with pytest.raises(UserError, match="Fréchet distance needs at least 2"):
+        Bench({"model": skip_model}, {"model": "skip"}, [0], {}, evaluator=object())

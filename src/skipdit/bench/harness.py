@@ -201,6 +201,16 @@ class Bench:
     progress: bool = True
     references: dict[str, Counted] = field(default_factory=dict)
 
+    def __post_init__(self):
+        """Settings that would only fail after the whole run (a median of no timings, a Fréchet distance of one
+        sample) fail here, before any sampling."""
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise UserError(f"repeats must be an integer >= 1, got {self.repeats!r}")
+        if not self.seeds:
+            raise UserError("no seeds given")
+        if self.evaluator is not None and len(self.seeds) < 2:
+            raise UserError(f"{len(self.seeds)} seed: the digits evaluator's Fréchet distance needs at least 2")
+
     def reference(self, on: str) -> Counted:
         if on not in self.references:
             model = self.models[on]
