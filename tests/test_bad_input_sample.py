@@ -245,14 +245,16 @@ def test_bench_bad_input(capsys, paths, args, message):
 
 # -- analyze ---------------------------------------------------------------------------------------------
 ANALYZE_CASES = {
-    "grid-even": (["landscape", "--grid", "4"], r"grid must be an odd integer >= 3"),
-    "grid-0": (["landscape", "--grid", "0"], r"grid must be an odd integer >= 3"),
+    "grid-even": (["landscape", "--grid", "4"], r"grid must be an odd integer in 3..101"),
+    "grid-0": (["landscape", "--grid", "0"], r"grid must be an odd integer in 3..101"),
+    "grid-huge": (["landscape", "--grid", "100001"], r"grid must be an odd integer in 3..101 .*got 100001"),
+    "batch-huge": (["landscape", "--batch", "1000000000"], r"batch must be an integer in 1..1024, got 1000000000"),
     "radius-nan": (["landscape", "--radius", "nan"], r"radius must be a positive number, got nan"),
     "radius-0": (["landscape", "--radius", "0"], r"radius must be a positive number, got 0"),
     "t-1000": (["landscape", "--t", "1000"], r"t must be an integer timestep in 0..999, got 1000"),
     "t-negative": (["spectral", "--t", "-1"], r"t must be an integer timestep in 0..999, got -1"),
     "iters-0": (["spectral", "--iters", "0"], r"iters must be a positive integer, got 0"),
-    "batch-0": (["spectral", "--batch", "0"], r"batch must be a positive integer, got 0"),
+    "batch-0": (["spectral", "--batch", "0"], r"batch must be an integer in 1..1024, got 0"),
     "steps-0": (["landscape", "--inputs", "trajectory", "--steps", "0"], r"steps must be a positive integer, got 0"),
     "seed-negative": (["landscape", "--seed", "-1"], r"argument --seed: must be an integer >= 0, got '-1'"),
     "out-is-a-file": (["landscape", "--out", "{file}"], r"--out .*notes.txt is a file, not a folder"),

@@ -40,6 +40,10 @@ from .io import atomic_write
 from .models.skip import fuse
 
 INPUTS = ("noise", "trajectory")
+# Upper bounds, so that a typo fails at once instead of as an allocation of terabytes (batch) or a run of days
+# (grid: grid**2 forward passes); the paper's figures use batches of 8 to 16 and grids of 21.
+MAX_BATCH = 1024
+MAX_GRID = 101
 NUM_TIMESTEPS = 1000  # DiT / Latte: linear schedule of 1000 steps (reference §C)
 NORMALISATION = (
     "per sample: d1, d2 ~ N(0, I), d2 made orthogonal to d1, each scaled to radius * ||x_t||, so "
@@ -69,10 +73,11 @@ def check_settings(
     """Raise ``ValueError`` (one line) for a setting the analyses cannot use."""
     if not _integer(t) or not 0 <= t < NUM_TIMESTEPS:
         raise UserError(f"t must be an integer timestep in 0..{NUM_TIMESTEPS - 1}, got {t}")
-    if not _integer(batch) or batch < 1:
-        raise UserError(f"batch must be a positive integer, got {batch}")
-    if not _integer(grid) or grid < 3 or grid % 2 == 0:
-        raise UserError(f"grid must be an odd integer >= 3 (so that alpha = beta = 0 is on it), got {grid}")
+    if not _integer(batch) or not 1 <= batch <= MAX_BATCH:
+        raise UserError(f"batch must be an integer in 1..{MAX_BATCH}, got {batch}")
+    if not _integer(grid) or not 3 <= grid <= MAX_GRID or grid % 2 == 0:
+        raise UserError(f"grid must be an odd integer in 3..{MAX_GRID} (so that alpha = beta = 0 is on it), "
+                        f"got {grid}")
     if not (math.isfinite(radius) and radius > 0):
         raise UserError(f"radius must be a positive number, got {radius}")
     if not _integer(iters) or iters < 1:
