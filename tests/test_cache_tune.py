@@ -114,7 +114,7 @@ def test_cli_calibrate_teacache_prints_a_ready_spec(capsys, ckpts):
     (["tune", "--ckpt", "{skip}", "--target-speedup", "1.5", "--branches", "3"], "b in 1..2"),
     (["tune", "--ckpt", "{skip}", "--target-speedup", "1.5", "--cache", "skip:N=2"], "--cache is not used"),
     (["tune", "--ckpt", "{skip}", "--target-speedup", "1.5", "--intervals", "4-2"], "end before start"),
-    (["calibrate-teacache", "--ckpt", "{dit}", "--degree", "0"], "--degree must be >= 1"),
+    (["calibrate-teacache", "--ckpt", "{dit}", "--degree", "0"], "--degree: must be a positive integer"),
     (["calibrate-teacache", "--ckpt", "{dit}", "--degree", "9"], "too few to fit"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, ckpts, argv, message):

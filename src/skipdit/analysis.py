@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,10 @@ from .io import atomic_write
 from .models.skip import fuse
 
 INPUTS = ("noise", "trajectory")
+# Upper bounds, so that a typo fails at once instead of as an allocation of terabytes (batch) or a run of days
+# (grid: grid**2 forward passes); the paper's figures use batches of 8 to 16 and grids of 21.
+MAX_BATCH = 1024
+MAX_GRID = 101
 NUM_TIMESTEPS = 1000  # DiT / Latte: linear schedule of 1000 steps (reference §C)
 NORMALISATION = (
     "per sample: d1, d2 ~ N(0, I), d2 made orthogonal to d1, each scaled to radius * ||x_t||, so "
@@ -66,20 +71,28 @@ def check_settings(
     steps: int = 1,
 ) -> None:
     """Raise ``ValueError`` (one line) for a setting the analyses cannot use."""
-    if isinstance(t, bool) or int(t) != t or not 0 <= t < NUM_TIMESTEPS:
+    if not _integer(t) or not 0 <= t < NUM_TIMESTEPS:
         raise UserError(f"t must be an integer timestep in 0..{NUM_TIMESTEPS - 1}, got {t}")
-    if int(batch) != batch or batch < 1:
-        raise UserError(f"batch must be a positive integer, got {batch}")
-    if int(grid) != grid or grid < 3 or grid % 2 == 0:
-        raise UserError(f"grid must be an odd integer >= 3 (so that alpha = beta = 0 is on it), got {grid}")
+    if not _integer(batch) or not 1 <= batch <= MAX_BATCH:
+        raise UserError(f"batch must be an integer in 1..{MAX_BATCH}, got {batch}")
+    if not _integer(grid) or not 3 <= grid <= MAX_GRID or grid % 2 == 0:
+        raise UserError(f"grid must be an odd integer in 3..{MAX_GRID} (so that alpha = beta = 0 is on it), "
+                        f"got {grid}")
     if not (math.isfinite(radius) and radius > 0):
         raise UserError(f"radius must be a positive number, got {radius}")
-    if int(iters) != iters or iters < 1:
+    if not _integer(iters) or iters < 1:
         raise UserError(f"iters must be a positive integer, got {iters}")
     if inputs not in INPUTS:
         raise UserError(f"unknown inputs {inputs!r}; valid: {', '.join(INPUTS)}")
-    if int(steps) != steps or steps < 1:
+    if not _integer(steps) or steps < 1:
         raise UserError(f"steps must be a positive integer, got {steps}")
+
+
+def _integer(value) -> bool:
+    """An integer, or a float that is one (``int(nan)`` would raise a bare ValueError); a bool is not a count."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
 
 
 def check_model(model: nn.Module) -> None:
@@ -209,7 +222,7 @@ def power_iteration(
     estimate after ``iters`` iterations is ``||J^T J v|| / ||J v||``, a lower bound that converges to sigma_max.
     Attention runs on the math SDPA kernel, the one with forward-mode AD.
     """
-    if int(iters) != iters or iters < 1:
+    if not _integer(iters) or iters < 1:
         raise UserError(f"iters must be a positive integer, got {iters}")
     groups = x.shape[0] if groups is None else groups
     gen = torch.Generator().manual_seed(int(seed))

@@ -30,11 +30,40 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto``: this process's GPU when CUDA is available, else the CPU; ``cuda`` means this process's GPU."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda requested but CUDA is not available")
+    device = check_device(name)
     if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
+        device = check_device(f"cuda:{local_rank}")
+    return device
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")  # what skipdit samples and trains on; torch knows more (meta, ipu ...)
+
+
+def check_device(name: str | torch.device) -> torch.device:
+    """``name`` as a device that exists here, else one line: torch's own errors are a RuntimeError listing
+    twenty backends (``--device bogus``) or an AssertionError from deep inside ``.to()`` (``--device cuda`` on
+    a CPU-only torch), both only once the model moves, after work has started."""
+    if isinstance(name, torch.device):
+        device = name
+    else:
+        try:
+            device = torch.device(str(name).strip())
+        except (RuntimeError, ValueError):
+            raise UserError(f"unknown device {str(name)!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type not in DEVICE_TYPES:
+        raise UserError(f"device {str(name)!r}: skipdit runs on {', '.join(DEVICE_TYPES)}, not {device.type}")
+    if device.type == "cpu":
+        return device
+    backend = getattr(torch, device.type, None)
+    if device.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+    if backend is None or not backend.is_available():
+        raise UserError(f"device {str(name)!r} requested but {device.type} is not available in this torch "
+                        f"({torch.__version__}); use --device cpu")
+    count = getattr(backend, "device_count", lambda: 1)()
+    if device.index is not None and device.index >= count:
+        raise UserError(f"device {str(name)!r} does not exist: this machine has {count} {device.type} device(s) "
+                        f"({device.type}:0..{device.type}:{count - 1})")
     return device
 
 

@@ -68,12 +68,14 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).cpu()
 
 
+MAX_SEED = 2**64 - 1
 MAX_LIST = 10_000_000  # 200x the 50,000 samples of an FID run; a longer list is a typo and would not fit in memory
 
 
-def parse_int_list(text: str, what: str = "seeds", limit: int = MAX_LIST) -> list[int]:
-    """``"0-3,7,10-11"`` -> ``[0, 1, 2, 3, 7, 10, 11]``; more than ``limit`` numbers is refused before any
-    list is built (``0-999999999`` would ask for gigabytes)."""
+def parse_int_list(text: str, what: str = "seeds", limit: int = MAX_LIST, *, hint: str = "") -> list[int]:
+    """``"0-3,7,10-11"`` -> ``[0, 1, 2, 3, 7, 10, 11]``. More than ``limit`` numbers is refused before any list
+    is built (``0-999999999`` would ask for gigabytes), with ``hint`` appended to the message; so is a number
+    above 2**64 - 1, the largest seed ``torch.Generator.manual_seed`` takes."""
     ranges = []
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
@@ -82,10 +84,12 @@ def parse_int_list(text: str, what: str = "seeds", limit: int = MAX_LIST) -> lis
         lo, hi = int(match[1]), int(match[2] or match[1])
         if hi < lo:
             raise UserError(f"invalid {what} range {part!r}: end before start")
+        if hi > MAX_SEED:
+            raise UserError(f"invalid {what} {text!r}: a number must be at most {MAX_SEED} (2**64 - 1)")
         ranges.append(range(lo, hi + 1))
     count = sum(len(r) for r in ranges)
     if count > limit:
-        raise UserError(f"{text!r} names {count:,} {what}; at most {limit:,} are allowed")
+        raise UserError(f"{text!r} names {count:,} {what}; at most {limit:,} are allowed{hint}")
     out = [k for r in ranges for k in r]
     if not out:
         raise UserError(f"no {what} given")

@@ -6,6 +6,8 @@ Sample *i* depends only on seed *i* (its own noise generator), never on the batc
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from .cache import CachePolicy, CacheStats, parse_cache
-from .diffusion import GaussianDiffusion, SeededNoise, classifier_free_guidance, sample
+from .diffusion import SAMPLERS, GaussianDiffusion, SeededNoise, classifier_free_guidance, sample
+from .distributed import check_device
 from .errors import UserError
 from .io import to_uint8, video_to_uint8
 
@@ -64,6 +67,9 @@ def generate(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise UserError("no seeds given")
+    check_settings(seeds=seeds, sampler=sampler, steps=steps, eta=eta, cfg_scale=cfg_scale, batch_size=batch_size,
+                   num_frames=num_frames)
+    device = check_device(device) if device is not None else None  # before the model moves or anything is drawn
     conditions = _conditions(model, len(seeds), labels, prompts, negative_prompt, text_encoder, cfg_scale)
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
@@ -78,7 +84,7 @@ def generate(
     model = model.to(device).eval()
     if compile:
         _compile_blocks(model)
-    batch_size = batch_size or len(seeds)
+    batch_size = len(seeds) if batch_size is None else batch_size
 
     samples, seconds, stats = [], 0.0, None
     for start in range(0, len(seeds), batch_size):
@@ -109,6 +115,35 @@ def generate(
     pixels = video_to_uint8(decoded) if decoded.ndim == 5 else to_uint8(decoded)
     return Generation(pixels, latents, seeds, conditions.labels, conditions.prompts, seconds, stats,
                       policy and policy.spec())
+
+
+def check_settings(
+    *, seeds: Sequence[int] = (0,), sampler: str = "ddpm", steps: int = 250, eta: float = 0.0,
+    cfg_scale: float = 1.0, batch_size: int | None = None, num_frames: int | None = None,
+) -> None:
+    """One :class:`UserError` for a setting :func:`generate` cannot use. Without it ``steps=0`` fails deep in
+    the respacing with a message about specs, ``batch_size=0`` runs nothing and NaN guidance or eta runs to the
+    end and decodes all-black images."""
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
+    _check_int(steps, "steps", minimum=1)
+    _check_int(batch_size, "batch size", minimum=1)
+    _check_int(num_frames, "num_frames", minimum=1)
+    if not math.isfinite(eta) or eta < 0:
+        raise UserError(f"eta must be a finite number >= 0, got {eta}")
+    if not math.isfinite(cfg_scale) or cfg_scale < 1:
+        raise UserError(f"guidance scale must be a finite number >= 1 (1 disables guidance), got {cfg_scale}")
+    bad = next((s for s in seeds if not -(2**63) <= s <= 2**64 - 1), None)  # what torch.Generator takes
+    if bad is not None:
+        raise UserError(f"seed {bad} is out of range: seeds are integers in 0..2**64-1")
+
+
+def _check_int(value, name: str, *, minimum: int) -> None:
+    """``value`` is None (the default) or an integer >= ``minimum`` (a bool is not a count)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass

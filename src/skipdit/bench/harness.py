@@ -106,6 +106,9 @@ def select_methods(names: str, steps: int) -> list[Method]:
             family = "skip" if policy.family in SKIP_PRESETS else policy.family
             shown, on, _ = FAMILIES.get(family, (family, "baseline", ()))
             methods.append(Method(shown, name.partition(":")[2] or "defaults", on, name))
+    if not methods:
+        raise UserError(f"--caches {names!r} names no method; use 'all', families ({', '.join(FAMILIES)}, "
+                        f"{', '.join(DIFFUSERS)}) or specs such as fora:N=5")
     return methods
 
 
@@ -197,6 +200,16 @@ class Bench:
     lpips_model: object | None = None
     progress: bool = True
     references: dict[str, Counted] = field(default_factory=dict)
+
+    def __post_init__(self):
+        """Settings that would only fail after the whole run (a median of no timings, a Fréchet distance of one
+        sample) fail here, before any sampling."""
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise UserError(f"repeats must be an integer >= 1, got {self.repeats!r}")
+        if not self.seeds:
+            raise UserError("no seeds given")
+        if self.evaluator is not None and len(self.seeds) < 2:
+            raise UserError(f"{len(self.seeds)} seed: the digits evaluator's Fréchet distance needs at least 2")
 
     def reference(self, on: str) -> Counted:
         if on not in self.references:

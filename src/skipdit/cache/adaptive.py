@@ -48,8 +48,9 @@ class AdaptiveSkipCache(CachePolicy):
     keys = KEYS
 
     def __post_init__(self):
-        if self.threshold < 0 or self.branch < 1 or self.max_interval < 1:
-            raise UserError("adaptive Skip-Cache needs threshold >= 0, b >= 1 and max >= 1")
+        # `not 0 <= threshold < inf` also catches NaN, which would never refresh
+        if not 0 <= self.threshold < float("inf") or self.branch < 1 or self.max_interval < 1:
+            raise UserError("adaptive Skip-Cache needs a finite threshold >= 0, b >= 1 and max >= 1")
 
     def check_model(self, model) -> None:
         if not getattr(model, "has_long_skips", False):

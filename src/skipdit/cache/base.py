@@ -12,6 +12,7 @@ A model that caches act on exposes ``num_units``, ``has_long_skips`` and
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -206,6 +207,8 @@ def _parse_number(kind, what: str, value: str, key: str, spec: str, minimum):
         number = kind(value)
     except ValueError:
         raise UserError(f"malformed cache spec {spec!r}: {key} must be {what}, got {value!r}") from None
+    if not math.isfinite(number):  # float("nan") parses; a NaN threshold never (or always) triggers
+        raise UserError(f"malformed cache spec {spec!r}: {key} must be a finite number, got {value!r}")
     if minimum is not None and number < minimum:
         raise UserError(f"malformed cache spec {spec!r}: {key} must be >= {minimum}, got {number}")
     return number

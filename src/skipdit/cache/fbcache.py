@@ -35,8 +35,8 @@ class FirstBlockCache(CachePolicy):
     keys = KEYS
 
     def __post_init__(self):
-        if self.threshold < 0:
-            raise UserError(f"First-Block-Cache threshold must be >= 0, got {self.threshold}")
+        if not 0 <= self.threshold < float("inf"):  # NaN too: it would never trigger a reuse
+            raise UserError(f"First-Block-Cache threshold must be a finite number >= 0, got {self.threshold}")
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
         """Tentative: the first step is full; the others are decided as they run."""

@@ -42,10 +42,12 @@ class TeaCache(CachePolicy):
     keys = KEYS
 
     def __post_init__(self):
-        if self.threshold < 0:
-            raise UserError(f"TeaCache threshold must be >= 0, got {self.threshold}")
+        if not 0 <= self.threshold < float("inf"):  # NaN too: it would never trigger a reuse
+            raise UserError(f"TeaCache threshold must be a finite number >= 0, got {self.threshold}")
         if not self.coefficients:
             raise UserError("TeaCache needs at least one polynomial coefficient")
+        if not np.isfinite(self.coefficients).all():
+            raise UserError(f"TeaCache coefficients must be finite numbers, got {self.coefficients}")
 
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
         """Tentative: the first and last steps are full; the others are decided as they run."""

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import torch
 
-from ..analysis import INPUTS, compare_landscapes, compare_spectral, landscape_summary, spectral_table
+from ..analysis import INPUTS, check_settings, compare_landscapes, compare_spectral, landscape_summary, spectral_table
 from ..convert import load
+from ..distributed import check_device
 from ..errors import UserError
+from .common import check_out_dir, nonnegative_int
 from .help import DEVICE_HELP, MODEL_HELP, examples
 
 EXAMPLES = examples(
@@ -47,20 +49,27 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inputs", choices=INPUTS, default="noise",
                    help="noise: x_t ~ N(0, I), the same for both models; trajectory: each model's DDIM path to t")
     p.add_argument("--steps", type=int, default=10, help="DDIM steps down to t with --inputs trajectory")
-    p.add_argument("--seed", type=int, default=0, help="seeds the inputs and the perturbation directions")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the inputs and the perturbation directions")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
     p.add_argument("--out", default="analysis", help="output folder for the PNG and JSON")
 
 
-def _models(args) -> dict:
+def _models(args, **settings) -> dict:
+    """The two models, after every setting, the device and --out are checked (loading and the analysis take a
+    while; a bad --grid or an unwritable --out should not wait for them). The numbers are checked by the
+    library's own ``check_settings``, so the CLI and a Python user get the same message."""
     names = [args.baseline_model, args.model]
     if names[0] == names[1]:
         raise UserError(f"--model and --baseline-model are both {names[0]}: nothing to compare")
+    check_settings(t=args.t, batch=args.batch, inputs=args.inputs, steps=args.steps, **settings)
+    check_device(args.device)
+    check_out_dir(args.out)
     return {name: load(name).to(args.device) for name in names}
 
 
 def run_landscape(args) -> int:
-    results = compare_landscapes(_models(args), t=args.t, grid=args.grid, radius=args.radius, batch=args.batch,
+    models = _models(args, grid=args.grid, radius=args.radius)
+    results = compare_landscapes(models, t=args.t, grid=args.grid, radius=args.radius, batch=args.batch,
                                  seed=args.seed, inputs=args.inputs, steps=args.steps, out_dir=args.out)
     print(landscape_summary(results))
     print(f"wrote {Path(args.out) / 'landscape.json'} and landscape.png")
@@ -68,7 +77,8 @@ def run_landscape(args) -> int:
 
 
 def run_spectral(args) -> int:
-    results = compare_spectral(_models(args), t=args.t, iters=args.iters, batch=args.batch, seed=args.seed,
+    models = _models(args, iters=args.iters)
+    results = compare_spectral(models, t=args.t, iters=args.iters, batch=args.batch, seed=args.seed,
                                inputs=args.inputs, steps=args.steps, out_dir=args.out)
     print(spectral_table(results))
     print(f"wrote {Path(args.out) / 'spectral.json'} and spectral.png")

@@ -10,9 +10,13 @@ import torch
 from ..bench.harness import DIFFUSERS, FAMILIES, Bench, Preparer, rows_as_dicts, run_bench, select_methods
 from ..bench.report import headline, markdown_table, pareto_plot, similarity_plot
 from ..convert import load
+from ..distributed import check_device
 from ..errors import UserError
 from ..io import atomic_write, parse_int_list
+from .common import MAX_SEEDS, check_in_file, check_out_dir, guidance_scale, positive_int
 from .help import DEVICE_HELP, MODEL_HELP, NO_PROGRESS_HELP, examples
+
+MIN_SEEDS = 2
 
 EXAMPLES = examples(
     "skipdit bench --model digits/Skip-DiT --baseline-model digits/DiT --caches all --seeds 0-63 --out bench/",
@@ -42,9 +46,9 @@ def add_parser(sub) -> None:
     p.add_argument("--prompt", action="append", help="text models: prompts cycled over the seeds")
     p.add_argument("--text-encoder", help="text models: 'minilm' or a local folder (default: the model's)")
     p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="sampler")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps")
-    p.add_argument("--cfg-scale", type=float, default=4.0, help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--repeats", type=int, default=2,
+    p.add_argument("--steps", type=positive_int, default=50, help="sampling steps")
+    p.add_argument("--cfg-scale", type=guidance_scale, default=4.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--repeats", type=positive_int, default=2,
                    help="timed runs per method, interleaved with as many timed uncached runs; the speed-up is "
                    "the ratio of the medians")
     p.add_argument("--lpips-backbone", help="LPIPS: torchvision's AlexNet / VGG16 ImageNet weights (.pth)")
@@ -58,15 +62,21 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    seeds = parse_int_list(args.seeds, "seeds")
-    calibration = parse_int_list(args.calibration_seeds, "calibration seeds")
-    if args.repeats < 1:
-        raise UserError(f"--repeats must be >= 1, got {args.repeats}")
+    seeds = parse_int_list(args.seeds, "seeds", limit=MAX_SEEDS)
+    if len(seeds) < MIN_SEEDS:
+        raise UserError(f"--seeds {args.seeds!r} gives {len(seeds)} seed; bench needs at least {MIN_SEEDS} (the "
+                        "Fréchet distance of the fidelity scores needs two samples)")
+    calibration = parse_int_list(args.calibration_seeds, "calibration seeds", limit=MAX_SEEDS)
     if set(seeds) & set(calibration):
         raise UserError("--calibration-seeds must not overlap --seeds (fits are made apart from the evaluation)")
     if bool(args.lpips_backbone) != bool(args.lpips_heads):
         raise UserError("LPIPS needs both --lpips-backbone and --lpips-heads")
+    for option, path in (("--lpips-backbone", args.lpips_backbone), ("--lpips-heads", args.lpips_heads)):
+        if path is not None:
+            check_in_file(path, option)
     methods = select_methods(args.caches, args.steps)
+    check_device(args.device)  # before any model moves: torch's own errors come from deep inside .to()
+    check_out_dir(args.out)  # before the run, which takes minutes, not after it
     models = {"model": load(args.model).to(args.device)}
     names = {"model": args.model}
     if args.baseline_model:
@@ -120,7 +130,7 @@ def _settings(args, model, n: int) -> dict:
     elif args.prompt:
         raise UserError("--prompt is for text models")
     elif getattr(model.config, "num_classes", 0):
-        given = parse_int_list(args.class_labels, "class labels") if args.class_labels \
+        given = parse_int_list(args.class_labels, "class labels", limit=MAX_SEEDS) if args.class_labels \
             else list(range(model.config.num_classes))
         condition = dict(labels=[given[k % len(given)] for k in range(n)])
     guided = bool(condition)

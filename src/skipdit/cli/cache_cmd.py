@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..io import parse_int_list
 from ..sampling import PRECISIONS
 from ..savings import planned_stats, warn_if_saves_nothing
+from .common import MAX_SEEDS, check_out_file, finite_float, nonnegative_float, positive_int
 from .help import DEVICE_HELP, NO_PROGRESS_HELP, examples
 from .sample_cmd import add_model_arguments, add_sampling_arguments, build, sampling_settings
 
@@ -43,6 +44,9 @@ CALIBRATE_EXAMPLES = examples(
 )
 
 
+MAX_SEARCH = 1000  # most values of --intervals / --branches: a model has far fewer steps and units
+
+
 def add_parser(sub) -> None:
     cache = sub.add_parser("cache", help="plan, tune and calibrate cache schedules")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
@@ -52,7 +56,7 @@ def add_parser(sub) -> None:
     p.add_argument("spec", help="cache spec, e.g. c2i:N=2, t2v:N2-700-50, skip:N=3,b=1,start=700,stop=50")
     p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
                    help="sampler (timesteps follow --steps / --respacing)")
-    p.add_argument("--steps", type=int, help="respaced steps (default: the preset's official sampler)")
+    p.add_argument("--steps", type=positive_int, help="respaced steps (default: the preset's official sampler)")
     p.add_argument("--respacing", help="respacing spec: '250', 'ddim50', 'leading100+1', '10,20,30'")
     p.add_argument("--units", type=int, help="units L of the model (default: the preset's official model)")
     p.add_argument("--summary", action="store_true", help="print only the counts")
@@ -67,14 +71,14 @@ def add_parser(sub) -> None:
     add_model_arguments(t)
     add_sampling_arguments(t)
     g = t.add_argument_group("search")
-    g.add_argument("--target-speedup", type=float, required=True, help="ideal speed-up to reach, e.g. 2.0")
-    g.add_argument("--tolerance", type=float, default=0.05,
+    g.add_argument("--target-speedup", type=finite_float, required=True, help="ideal speed-up to reach, e.g. 2.0")
+    g.add_argument("--tolerance", type=finite_float, default=0.05,
                    help="accept ideal speed-ups down to target x (1 - tolerance)")
     g.add_argument("--intervals", default="2-8", help="intervals N to try")
     g.add_argument("--branches", help="branch depths b to try (default 1..L/2, at most 4 values)")
-    g.add_argument("--max-candidates", type=int, default=24,
+    g.add_argument("--max-candidates", type=positive_int, default=24,
                    help="most schedules to sample, those closest to the target first")
-    g.add_argument("--top", type=int, default=10, help="rows of the printed table")
+    g.add_argument("--top", type=positive_int, default=10, help="rows of the printed table")
     g.add_argument("--json", help="write every evaluated row to this JSON file")
     _add_runtime_arguments(t)
     t.set_defaults(run=run_tune)
@@ -88,8 +92,8 @@ def add_parser(sub) -> None:
     add_sampling_arguments(c)
     _set_default(c, "seeds", "0-3", "seeds, e.g. 0-3,10")
     g = c.add_argument_group("fit")
-    g.add_argument("--degree", type=int, default=4, help="polynomial degree")
-    g.add_argument("--threshold", type=float, default=0.1, help="threshold written into the spec")
+    g.add_argument("--degree", type=positive_int, default=4, help="polynomial degree")
+    g.add_argument("--threshold", type=nonnegative_float, default=0.1, help="threshold written into the spec")
     _add_runtime_arguments(c)
     c.set_defaults(run=run_calibrate)
 
@@ -97,7 +101,7 @@ def add_parser(sub) -> None:
 def _add_runtime_arguments(p) -> None:
     """The runtime flags of ``skipdit sample`` that ``sampling_settings`` reads."""
     r = p.add_argument_group("runtime")
-    r.add_argument("--batch-size", type=int, help="samples per batch (default: all)")
+    r.add_argument("--batch-size", type=positive_int, help="samples per batch (default: all)")
     r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
     r.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="autocast precision")
     r.add_argument("--compile", action="store_true", help="torch.compile each block")
@@ -117,10 +121,11 @@ def run(args) -> int:
     if policy is None:
         raise UserError("no cache: nothing to plan")
     units, respacing = official_setting(policy)
-    units = args.units or units
-    if args.respacing:
+    if args.units is not None:  # 0 is an error below, not "the preset's units"
+        units = args.units
+    if args.respacing is not None:
         respacing = args.respacing
-    elif args.steps:
+    elif args.steps is not None:
         respacing = str(args.steps)
     if units < 2:
         raise UserError(f"--units must be >= 2, got {units}")
@@ -149,18 +154,17 @@ def _load(args):
         raise UserError(f"cache {args.cache_command} runs skipdit's own models (c2i, c2v, t2v), not --model-dir")
     if args.model in BUILTIN_MODELS and not args.ckpt and not args.random_weights:
         args.ckpt, args.model = args.model, None
-    seeds = parse_int_list(args.seeds, "seeds")
+    seeds = parse_int_list(args.seeds, "seeds", limit=MAX_SEEDS)
     model, vae, encoder, task = build(args)
     settings = sampling_settings(args, model, vae, encoder, task, len(seeds))
     return model, seeds, settings
 
 
 def run_tune(args) -> int:
-    for name in ("max_candidates", "top"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    intervals = parse_int_list(args.intervals, "intervals")
-    branches = parse_int_list(args.branches, "branches") if args.branches else None
+    intervals = parse_int_list(args.intervals, "intervals", limit=MAX_SEARCH)
+    branches = parse_int_list(args.branches, "branches", limit=MAX_SEARCH) if args.branches else None
+    if args.json is not None:  # before the search, which samples for minutes
+        check_out_file(args.json, "--json")
     model, seeds, settings = _load(args)
     progress = settings.pop("progress")
     result = tune(model, args.target_speedup, seeds, intervals=intervals, branches=branches,
@@ -190,10 +194,6 @@ def run_tune(args) -> int:
 
 
 def run_calibrate(args) -> int:
-    if args.degree < 1:
-        raise UserError(f"--degree must be >= 1, got {args.degree}")
-    if args.threshold < 0:
-        raise UserError(f"--threshold must be >= 0, got {args.threshold}")
     model, seeds, settings = _load(args)
     coefficients, fit = calibrate(model, seeds, degree=args.degree, **settings)
     print(f"fit on {fit['pairs']} step pairs ({len(seeds)} seeds, {settings['sampler']}, {settings['steps']} "

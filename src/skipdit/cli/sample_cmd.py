@@ -14,8 +14,9 @@ from ..assets import BUILTIN_MODELS, TASK_DEFAULTS
 from ..cache import CACHE_FAMILIES, parse_cache
 from ..convert import load
 from ..convert.checkpoint import stored_text_encoder
-from ..diffusion import SAMPLERS
+from ..diffusion import SAMPLERS, space_timesteps
 from ..diffusion.guidance import CFG_MODES
+from ..distributed import check_device
 from ..errors import UserError
 from ..io import VIDEO_FORMATS, parse_int_list, save_grid, save_image, save_samples, save_video_grid, save_videos
 from ..metrics import psnr
@@ -26,6 +27,7 @@ from ..sampling import PRECISIONS, Generation, generate
 from ..savings import warn_if_plan_saves_nothing, warn_if_saves_nothing
 from ..timing import Interleaved, interleaved
 from ..vae import load_vae
+from .common import MAX_SEEDS, check_number, check_out_dir
 from .help import DEVICE_HELP, MODEL_HELP, NO_PROGRESS_HELP, examples
 
 EXAMPLES = examples(
@@ -47,6 +49,8 @@ VAE_DOWNSAMPLE = 8
 TASKS = ("c2i", "c2v", "t2v", "t2i")
 TASK_OF_ARCH = {"dit": "c2i", "latte": "c2v", "latte_t2v": "t2v"}
 TEXT_TASKS = ("t2v", "t2i")
+DEFAULT_STEPS = {"ddpm": 250, "ddim": 50}  # --steps unset (the official samplers of DiT and Latte)
+HUNYUAN_STEPS = 100  # --task t2i --model-dir: the reference's Hunyuan-DiT setting
 DEFAULT_PROMPTS = {"t2v": "the digit 7 moves up", "t2i": "a handwritten four"}  # for the built-in text models
 
 
@@ -114,14 +118,35 @@ def add_sampling_arguments(p):
     return s
 
 
+def check_arguments(args) -> None:
+    """The numbers, the device and the output folder of every command that samples (sample, sample-many, cache
+    tune / calibrate-teacache), checked before a model loads: None means "the default", anything else must be
+    valid (``--steps 0`` is an error, not the default), and a run never samples for minutes and then finds
+    it cannot write."""
+    for option, minimum in (("steps", 1), ("image_size", 1), ("num_frames", 1), ("batch_size", 1), ("fps", 1)):
+        check_number(getattr(args, option, None), "--" + option.replace("_", "-"), minimum=minimum, integer=True)
+    check_number(args.eta, "--eta", minimum=0)
+    check_number(args.cfg_scale, "--cfg-scale", minimum=1)
+    if args.eta and args.sampler != "ddim":
+        raise UserError(f"--eta applies to the ddim sampler only, not --sampler {args.sampler}")
+    if getattr(args, "device", "auto") != "auto":  # sample-many resolves "auto" itself
+        check_device(args.device)
+    if getattr(args, "out", None) is not None:
+        check_out_dir(args.out)
+    parse_cache(args.cache)  # a malformed spec fails here, not after the model and the text encoder load
+    if args.respacing is not None:
+        space_timesteps(1000, args.respacing)  # the same: respacing applies to the 1000-step chain of every model
+
+
 def build(args):
-    """The model, the decoder and the text encoder the arguments ask for."""
+    """The model, the decoder and the text encoder the arguments ask for (after :func:`check_arguments`)."""
+    check_arguments(args)
     vae = load_vae(args.vae, args.device) if args.vae else None
     if args.image_size is not None:
         scale = VAE_DOWNSAMPLE if vae is not None else 1
         if args.image_size % scale:
             raise UserError(f"image size {args.image_size} is not divisible by {scale} (the VAE's downsampling)")
-    size = {"input_size": args.image_size // (VAE_DOWNSAMPLE if vae else 1)} if args.image_size else {}
+    size = {} if args.image_size is None else {"input_size": args.image_size // (VAE_DOWNSAMPLE if vae else 1)}
     ckpt, preset = model_source(args)
     if ckpt:
         if args.random_weights:
@@ -143,6 +168,7 @@ def build(args):
         raise UserError(f"--task {args.task}, but the model is a {task} model")
     if vae is None and model.in_channels not in (1, 3):
         raise UserError(f"this model makes {model.in_channels}-channel latents: pass --vae DIR to decode them")
+    check_task_arguments(args, task)
     encoder = None
     if task in TEXT_TASKS:
         from ..text import load_text_encoder
@@ -171,7 +197,7 @@ def task_of(model) -> str:
 def run(args) -> int:
     if args.model_dir:
         return run_t2i(args)
-    seeds = parse_int_list(args.seeds, "seeds")
+    seeds = parse_int_list(args.seeds, "seeds", hint="; use skipdit sample-many for more", limit=MAX_SEEDS)
     policy = parse_cache(args.cache)
     _check_compare(args, policy)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
@@ -261,19 +287,27 @@ def _span(seconds: Sequence[float]) -> str:
     return f"{min(seconds):.2f}-{max(seconds):.2f}s" if len(seconds) > 1 else f"{seconds[0]:.2f}s"
 
 
+def check_task_arguments(args, task: str) -> None:
+    """Options that the model's task does not take are errors, not silently ignored; :func:`build` checks them
+    before the text encoder loads."""
+    if task not in TEXT_TASKS and (args.prompt or args.negative_prompt):
+        raise UserError(f"--prompt and --negative-prompt are for text models; this is a {task} model")
+    if task in TEXT_TASKS and args.class_labels is not None:
+        raise UserError(f"--class-labels is for class-conditional models; this is a {task} model (use --prompt)")
+    if task in ("c2i", "t2i") and args.num_frames is not None:
+        raise UserError(f"--num-frames is for video models; this is a {task} model")
+
+
 def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
     """``generate()`` keyword arguments for ``n`` seeds: the conditioning (labels cycled over the seeds,
     or prompts), the sampler, guidance and runtime options."""
-    if task not in TEXT_TASKS and (args.prompt or args.negative_prompt):
-        raise UserError(f"--prompt and --negative-prompt are for text models; this is a {task} model")
-    if task in ("c2i", "t2i") and args.num_frames:
-        raise UserError(f"--num-frames is for video models; this is a {task} model")
+    check_task_arguments(args, task)
     condition = {"labels": None}
     if task in TEXT_TASKS:
         condition.update(prompts=args.prompt or [DEFAULT_PROMPTS[task]], negative_prompt=args.negative_prompt,
                          text_encoder=encoder)
     elif getattr(model.config, "num_classes", 0):
-        given = parse_int_list(args.class_labels, "class labels") if args.class_labels \
+        given = parse_int_list(args.class_labels, "class labels", limit=MAX_SEEDS) if args.class_labels \
             else list(range(model.config.num_classes))
         condition["labels"] = [given[k % len(given)] for k in range(n)]
     elif args.class_labels:
@@ -282,8 +316,8 @@ def sampling_settings(args, model, vae, encoder, task: str, n: int) -> dict:
         condition["num_frames"] = args.num_frames
     guided = task in TEXT_TASKS or condition.get("labels") is not None
     return dict(
-        sampler=args.sampler, steps=args.steps or (250 if args.sampler == "ddpm" else 50), respacing=args.respacing,
-        eta=args.eta, cfg_scale=args.cfg_scale if guided else 1.0, cfg_mode=args.cfg_mode,
+        sampler=args.sampler, steps=DEFAULT_STEPS[args.sampler] if args.steps is None else args.steps,
+        respacing=args.respacing, eta=args.eta, cfg_scale=args.cfg_scale if guided else 1.0, cfg_mode=args.cfg_mode,
         cfg_batched=not args.cfg_two_pass, vae=vae, batch_size=args.batch_size, device=args.device,
         precision=args.precision, compile=args.compile, progress=not args.no_progress, **condition,
     )
@@ -300,11 +334,12 @@ def run_t2i(args) -> int:
                          "are for skipdit's own models")
     policy = parse_cache(args.cache)
     _check_compare(args, policy)
-    seeds = parse_int_list(args.seeds, "seeds")
+    check_arguments(args)
+    seeds = parse_int_list(args.seeds, "seeds", hint="; use skipdit sample-many for more", limit=MAX_SEEDS)
     pipe = load_hunyuan(args.model_dir, device=args.device, precision=args.precision)
     settings = dict(prompts=args.prompt or ["一只可爱的猫"], negative_prompt=args.negative_prompt or None,
-                    steps=args.steps or 100, cfg_scale=args.cfg_scale, size=args.image_size,
-                    progress=not args.no_progress)
+                    steps=HUNYUAN_STEPS if args.steps is None else args.steps, cfg_scale=args.cfg_scale,
+                    size=args.image_size, progress=not args.no_progress)
     out = Path(args.out)
     if args.compare_uncached:
         warm = {**settings, "steps": 2, "progress": False}

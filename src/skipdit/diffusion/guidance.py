@@ -11,6 +11,7 @@ variance channels always come from the conditional branch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -31,8 +32,8 @@ def classifier_free_guidance(
     memory. With ``scale == 1`` only the conditional branch runs."""
     if mode not in CFG_MODES:
         raise UserError(f"unknown guidance mode {mode!r}; valid: {', '.join(CFG_MODES)}")
-    if scale < 1.0:
-        raise UserError(f"guidance scale must be >= 1 (1 disables guidance), got {scale}")
+    if not math.isfinite(scale) or scale < 1.0:  # NaN would pass `scale < 1` and decode black images
+        raise UserError(f"guidance scale must be a finite number >= 1 (1 disables guidance), got {scale}")
     if scale == 1.0:
         return lambda x, t, cond, uncond: model_fn(x, t, *cond)
     guided = 3 if mode == "dit_legacy" else eps_channels

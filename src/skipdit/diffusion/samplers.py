@@ -8,6 +8,7 @@ step is one cache step whether guidance makes one model call or two.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -56,8 +57,8 @@ def ddim_sample(
     cache_state=None, progress: bool = False,
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12); ``eta=0`` is deterministic, ``eta=1`` matches DDPM's variance."""
-    if eta < 0:
-        raise UserError(f"eta must be >= 0, got {eta}")
+    if not math.isfinite(eta) or eta < 0:  # NaN would pass `eta < 0` and fill the samples with NaN
+        raise UserError(f"eta must be a finite number >= 0, got {eta}")
 
     def step(x, i, out):
         _, _, x0 = diffusion.p_mean_variance(out, x, i, clip_denoised)

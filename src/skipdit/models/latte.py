@@ -114,9 +114,9 @@ class VideoStack(LongSkipStack):
 
     def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
         """(C, F, H, W) of one sample; ``num_frames`` defaults to the most the model serves."""
-        frames = check_frames(num_frames or self.config.num_frames, 0, self.config.num_frames)
-        if frames < 1:
+        if num_frames is not None and num_frames < 1:  # 0 is an error, not "the default" (None is)
             raise UserError(f"num_frames must be >= 1, got {num_frames}")
+        frames = check_frames(self.config.num_frames if num_frames is None else num_frames, 0, self.config.num_frames)
         size = self.config.input_size
         return (self.config.in_channels, frames, size, size)
 
