@@ -58,12 +58,12 @@ SAMPLE_CASES = {
     "eta-with-ddpm": (["--eta", "0.5"], r"--eta applies to the ddim sampler only"),
     "fps-0": (["--fps", "0"], r"--fps must be >= 1, got 0"),
     "respacing-0": (["--respacing", "0"], r"invalid respacing '0'"),
-    "seeds-too-many": (["--seeds", "0-999999999"], r"'0-999999999' names 1,000,000,000 seeds; at most 10,000 are allowed.*"
+    "seeds-too-many": (["--seeds", "0-999999999"], r"names 1,000,000,000 seeds; at most 10,000 are allowed.*"
                        "sample-many"),
     "seed-too-large": (["--seeds", "99999999999999999999999"], r"a number must be at most 18446744073709551615"),
     "seeds-empty": (["--seeds", ","], r"no seeds given"),
     "seeds-malformed": (["--seeds", "a-b"], r"invalid seeds 'a-b'"),
-    "labels-too-many": (["--class-labels", "0-999999999"], r"'0-999999999' names 1,000,000,000 class labels; at most 10,000"),
+    "labels-too-many": (["--class-labels", "0-999999999"], r"names 1,000,000,000 class labels; at most 10,000"),
     "label-out-of-range": (["--class-labels", "10"], r"class label 10 out of range"),
     "device-bogus": (["--device", "bogus"], r"unknown device 'bogus'; use cpu, cuda"),
     "device-meta": (["--device", "meta"], r"device 'meta': skipdit runs on cpu, cuda"),
@@ -179,12 +179,13 @@ TUNE_CASES = {
     "json-is-a-folder": (["--target-speedup", "1.5", "--json", "{tmp}"], r"--json .* is a folder, not a file"),
     "json-under-a-file": (["--target-speedup", "1.5", "--json", "{file}/tune.json"], r"notes.txt is a file, not a "
                           "folder"),
-    "intervals-too-many": (["--target-speedup", "1.5", "--intervals", "2-99999999"], r"'2-99999999' names 99,999,998 intervals; "
-                           "at most 1,000 are allowed"),
+    "intervals-too-many": (["--target-speedup", "1.5", "--intervals", "2-99999999"], r"names 99,999,998 intervals; at most 1,000 "
+                           "are allowed"),
     "steps-0": (["--target-speedup", "1.5", "--steps", "0"], r"--steps must be >= 1, got 0"),
     "batch-size-0": (["--target-speedup", "1.5", "--batch-size", "0"], r"--batch-size: must be a positive integer"),
     "device-bogus": (["--target-speedup", "1.5", "--device", "bogus"], r"unknown device 'bogus'"),
-    "seeds-too-many": (["--target-speedup", "1.5", "--seeds", "0-999999999"], r"names 1,000,000,000 seeds; at most 10,000 are allowed"),
+    "seeds-too-many": (["--target-speedup", "1.5", "--seeds", "0-999999999"],
+                       r"names 1,000,000,000 seeds; at most 10,000 are allowed"),
 }
 
 
@@ -216,8 +217,9 @@ BENCH = ["bench", "--model", "{ckpt}", "--seeds", "0-1", "--steps", "2", "--cach
 
 BENCH_CASES = {
     "one-seed": (["--seeds", "0"], r"--seeds '0' gives 1 seed; bench needs at least 2"),
-    "seeds-too-many": (["--seeds", "0-999999999"], r"'0-999999999' names 1,000,000,000 seeds; at most 10,000 are allowed"),
-    "calibration-seeds-too-many": (["--calibration-seeds", "5-999999999"], r"names .* calibration seeds; at most 10,000 are allowed"),
+    "seeds-too-many": (["--seeds", "0-999999999"], r"names 1,000,000,000 seeds; at most 10,000 are allowed"),
+    "calibration-seeds-too-many": (["--calibration-seeds", "5-999999999"],
+                                   r"calibration seeds; at most 10,000 are allowed"),
     "calibration-overlap": (["--calibration-seeds", "1-3"], r"--calibration-seeds must not overlap --seeds"),
     "caches-empty": (["--caches", ""], r"--caches '' names no method"),
     "caches-only-commas": (["--caches", ",,"], r"--caches ',,' names no method"),
