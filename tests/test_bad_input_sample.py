@@ -179,8 +179,8 @@ TUNE_CASES = {
     "json-is-a-folder": (["--target-speedup", "1.5", "--json", "{tmp}"], r"--json .* is a folder, not a file"),
     "json-under-a-file": (["--target-speedup", "1.5", "--json", "{file}/tune.json"], r"notes.txt is a file, not a "
                           "folder"),
-    "intervals-too-many": (["--target-speedup", "1.5", "--intervals", "2-99999999"], r"names 99,999,998 intervals; at most 1,000 "
-                           "are allowed"),
+    "intervals-too-many": (["--target-speedup", "1.5", "--intervals", "2-99999999"],
+                           r"names 99,999,998 intervals; at most 1,000 are allowed"),
     "steps-0": (["--target-speedup", "1.5", "--steps", "0"], r"--steps must be >= 1, got 0"),
     "batch-size-0": (["--target-speedup", "1.5", "--batch-size", "0"], r"--batch-size: must be a positive integer"),
     "device-bogus": (["--target-speedup", "1.5", "--device", "bogus"], r"unknown device 'bogus'"),
