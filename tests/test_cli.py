@@ -36,6 +36,10 @@ def test_sample_writes_named_pngs_grid_and_report(tmp_path, capsys, ckpt):
     assert "measured speed-up" in out and "PSNR cached vs uncached" in out and "3 full / 3 cached" in out
     report = json.loads((out_dir / "run.json").read_text())
     assert report["labels"] == [3, 5, 3, 5] and len(report["psnr"]) == 4 and report["speedup"] > 0
+    # the record says what made the samples and where: the file's digest, every setting, versions and device
+    assert report["settings"]["model"].startswith("sha256:") and report["settings"]["steps"] == 6
+    assert report["settings"]["cache"] == "skip:N=2,b=1,start=none,stop=none"
+    assert report["provenance"]["versions"]["torch"] == torch.__version__ and report["provenance"]["device"] == "cpu"
 
 
 def test_convert_then_sample(tmp_path, capsys):

@@ -55,7 +55,7 @@ SAMPLE_NAME = re.compile(r"\d{6,}(-\d+)?\.(png|npy)")  # what sample_path names:
 # would mean running the unit stack on a subset of the batch rows each step, which these policies do not do.
 BATCH_DEPENDENT = (TeaCache, FirstBlockCache, AdaptiveSkipCache)
 # the settings generate() takes that change the samples; batch_size is added (batched kernels, batch-wise caches)
-_SAMPLE_SETTINGS = ("sampler", "steps", "respacing", "eta", "cfg_scale", "cfg_mode", "cfg_batched", "precision",
+SAMPLE_SETTINGS = ("sampler", "steps", "respacing", "eta", "cfg_scale", "cfg_mode", "cfg_batched", "precision",
                     "compile", "num_frames", "negative_prompt")
 
 
@@ -98,7 +98,7 @@ def run_settings(model, seeds: Sequence[int], *, labels: Sequence[int] | None, p
     if "text_encoder" not in sources:
         sources["text_encoder"] = None if encoder is None else getattr(encoder, "name", type(encoder).__name__)
     policy = parse_cache(settings.get("cache"))
-    record = {**sources, **{k: settings.get(k) for k in _SAMPLE_SETTINGS},
+    record = {**sources, **{k: settings.get(k) for k in SAMPLE_SETTINGS},
               "cache": None if policy is None else policy.spec(), "batch_size": batch_size,
               "sample_shape": list(model.sample_shape(settings.get("num_frames")))}
     if labels is not None:

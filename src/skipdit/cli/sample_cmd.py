@@ -18,11 +18,22 @@ from ..diffusion import SAMPLERS, space_timesteps
 from ..diffusion.guidance import CFG_MODES
 from ..distributed import check_device
 from ..errors import UserError
-from ..io import VIDEO_FORMATS, parse_int_list, save_grid, save_image, save_samples, save_video_grid, save_videos
+from ..io import (
+    VIDEO_FORMATS,
+    atomic_write,
+    parse_int_list,
+    save_grid,
+    save_image,
+    save_samples,
+    save_video_grid,
+    save_videos,
+)
 from ..metrics import psnr
 from ..models import arch_of, build_model
 from ..models.random import randomize_
 from ..models.skip import SKIP_INITS
+from ..provenance import identity, provenance
+from ..sample_many import SAMPLE_SETTINGS
 from ..sampling import PRECISIONS, Generation, generate
 from ..savings import warn_if_plan_saves_nothing, warn_if_saves_nothing
 from ..timing import Interleaved, interleaved
@@ -234,8 +245,26 @@ def run(args) -> int:
         base = timed.first["uncached"]
         _write(base, out / "uncached", formats, args.fps)
         report.update(_compare(result, base, timed))
-    (out / "run.json").write_text(json.dumps(report, indent=2, default=str))
+    report["settings"] = _settings_record(args, settings, policy)
+    report["provenance"] = provenance(args.device)
+    _write_report(out / "run.json", report)
     return 0
+
+
+def _settings_record(args, settings: dict, policy) -> dict:
+    """What made the samples, as ``sample-many`` fingerprints it: the model (a file's sha256, a built-in name, or
+    the preset of random weights), the VAE, every sampling setting and the cache."""
+    ckpt, preset = model_source(args)
+    if ckpt is None:
+        model = f"random weights ({preset})" if args.random_weights else TASK_DEFAULTS[args.task or "c2i"]
+    else:
+        model = identity(ckpt)
+    return {"model": model, "model_preset": preset, "vae": identity(args.vae),
+            **{k: settings.get(k) for k in SAMPLE_SETTINGS}, "cache": None if policy is None else policy.spec()}
+
+
+def _write_report(path: Path, report: dict) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2, default=str, ensure_ascii=False)))
 
 
 def _check_compare(args, policy) -> None:
@@ -362,7 +391,10 @@ def run_t2i(args) -> int:
         base = timed.first["uncached"]
         _write_t2i(base, out / "uncached")
         report.update(_compare(result, base, timed))
-    (out / "run.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    report["settings"] = {"model": identity(args.model_dir), **{k: v for k, v in settings.items() if k != "progress"},
+                          "cache": None if policy is None else policy.spec()}
+    report["provenance"] = provenance(args.device)
+    _write_report(out / "run.json", report)
     return 0
 
 
