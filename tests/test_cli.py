@@ -153,3 +153,33 @@ def test_sample_too_many_frames_is_one_line(tmp_path, capsys):
     ckpt = _tiny_video_ckpt(tmp_path, "Latte-S/2-skip", depth=8, num_classes=10)
     code, _, err = run_cli(capsys, "sample", "--ckpt", ckpt, "--num-frames", "9", "--steps", "2", "--out", tmp_path)
     assert code == 2 and "serves at most 4" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                 "tried to allocate 614400000000 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(),
+])
+def test_out_of_memory_is_one_line(capsys, monkeypatch, error):
+    """The allocators' failures are the user's to fix (a smaller request), so one line, not a traceback."""
+    from skipdit.cli import sample_cmd
+
+    def run(args):
+        raise error
+
+    monkeypatch.setattr(sample_cmd, "run", run)
+    code, _, err = run_cli(capsys, "sample", "--no-progress")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("skipdit: error: out of memory")
+    if isinstance(error, RuntimeError):
+        assert "(tried to allocate 572.2 GiB)" in err
+
+
+def test_other_runtime_errors_keep_their_traceback(capsys, monkeypatch):
+    from skipdit.cli import sample_cmd
+
+    def run(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(sample_cmd, "run", run)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["sample"])

@@ -11,6 +11,7 @@ import importlib.abc
 import importlib.util
 import logging
 import os
+import re
 import sys
 
 from .. import __version__
@@ -75,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(f"{err.filename}: {err.strerror}")
     except MemoryError:
-        return _fail("out of memory: ask for fewer seeds, frames or a smaller batch")
+        return _fail(_OUT_OF_MEMORY)
+    except RuntimeError as err:  # torch's allocators: CUDA raises OutOfMemoryError, the CPU a plain RuntimeError
+        if not _is_out_of_memory(err):
+            raise
+        return _fail(f"{_OUT_OF_MEMORY} ({_allocation(err)})")
     except KeyboardInterrupt:
         print("skipdit: interrupted", file=sys.stderr)
         return 130
@@ -123,6 +128,25 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
             spec.loader.exec_module = exec_module
         return spec
+
+
+_OUT_OF_MEMORY = "out of memory: ask for fewer seeds, frames, a smaller image or a smaller --batch-size"
+
+
+def _is_out_of_memory(err: RuntimeError) -> bool:
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(err)
+
+
+def _allocation(err: RuntimeError) -> str:
+    """The size torch tried to allocate, from its message, e.g. "tried to allocate 40.00 TB"."""
+    text = str(err)
+    match = re.search(r"tried to allocate (\d+) bytes", text)
+    if match:
+        return f"tried to allocate {int(match[1]) / 2**30:,.1f} GiB"
+    match = re.search(r"Tried to allocate ([\d.]+ [KMGT]iB)", text)
+    return f"tried to allocate {match[1]}" if match else type(err).__name__
 
 
 def _fail(message: str) -> int:
