@@ -236,6 +236,8 @@ BENCH_CASES = {
     "lpips-missing": (["--lpips-backbone", "{tmp}/alex.pth", "--lpips-heads", "{tmp}/heads.pth"],
                       r"--lpips-backbone .*alex.pth not found"),
     "lpips-folder": (["--lpips-backbone", "{tmp}", "--lpips-heads", "{file}"], r"--lpips-backbone .* is a folder"),
+    "lpips-not-weights": (["--lpips-backbone", "{file}", "--lpips-heads", "{file}"],
+                          r"notes.txt is a text file, not a PyTorch checkpoint"),
     "model-missing": (["--model", "{tmp}/missing.safetensors"], r"checkpoint not found: .*missing.safetensors"),
 }
 

@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..convert.files import read_torch_file
 from ..errors import UserError
 from ..io import IMAGE_SUFFIXES, NpzArray, list_files, read_image
 
@@ -553,10 +554,7 @@ def load_feature_net(spec: str, *, device: str | torch.device = "cpu", preproces
         return TorchScriptInception(module, f"inception-ts@{_digest(path)}").to(device)
     if _is_torchscript(path):
         raise UserError(f"{path} is a TorchScript file: use inception-ts:{path}")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors of every kind: not a weights file
-        raise UserError(f"{path} is not a PyTorch state dict: {_first_line(err)}") from None
+    state_dict = read_torch_file(path)  # a damaged or foreign file is one line naming it
     if not isinstance(state_dict, Mapping):
         raise UserError(f"{path} holds a {type(state_dict).__name__}, not a state dict")
     module = load_inception_state_dict(InceptionV3FID(), state_dict, str(path))

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..convert.files import read_torch_file
 from ..errors import UserError
 from .fidelity import over_frames
 
@@ -195,7 +196,7 @@ def _read_state_dict(path: str | Path, what: str) -> Mapping[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found: it should hold {what}")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = read_torch_file(path)  # a damaged or foreign file is one line naming it
     if not isinstance(sd, Mapping):
         raise UserError(f"{path} holds a {type(sd).__name__}, not a state dict of {what}")
     return sd
