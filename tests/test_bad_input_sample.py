@@ -148,6 +148,8 @@ def test_sample_out_in_a_folder_that_cannot_be_written(capsys, paths, monkeypatc
 
 # -- cache plan / tune / calibrate-teacache --------------------------------------------------------------
 PLAN_CASES = {
+    "decided-at-run-time": (["teacache:threshold=0.1"], r"teacache:threshold=0.1,coef=1/0 decides each step while "
+                            "sampling, .* no plan before a run"),
     "steps-0": (["c2i:N=2", "--steps", "0"], r"argument --steps: must be a positive integer, got '0'"),
     "steps-text": (["c2i:N=2", "--steps", "many"], r"argument --steps: must be an integer, got 'many'"),
     "units-0": (["c2i:N=2", "--units", "0"], r"--units must be >= 2, got 0"),

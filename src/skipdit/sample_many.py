@@ -20,7 +20,7 @@ with the differing settings named, and ``overwrite=True`` removes what sample-ma
 Seeds may be added on a rerun (the record grows), but a seed may not change its label or prompt.
 
 TeaCache, First-Block-Cache and adaptive Skip-Cache decide once per batch from a batch-mean indicator, so with
-them a sample depends on the other seeds of its batch (:data:`BATCH_DEPENDENT`): the batch size is part of the
+them a sample depends on the other seeds of its batch (``policy.decides_at_run_time``): the batch size is part of the
 fingerprint, and ``summary.json`` says so. Static schedules (Skip-Cache, FORA, ...) are per-sample.
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cache import AdaptiveSkipCache, CacheStats, FirstBlockCache, TeaCache, parse_cache
+from .cache import CacheStats, parse_cache
 from .distributed import barrier, init_distributed, resolve_device, shutdown
 from .errors import UserError
 from .io import TEMP_MARKER, atomic_write, read_image, save_image
@@ -53,7 +53,6 @@ SAMPLE_NAME = re.compile(r"\d{6,}(-\d+)?\.(png|npy)")  # what sample_path names:
 # Policies whose skip decision is one batch-mean scalar per step (TeaCache's and First-Block-Cache's relative L1,
 # adaptive Skip-Cache's shallow-feature drift): a sample's output depends on its batch mates. Deciding per sample
 # would mean running the unit stack on a subset of the batch rows each step, which these policies do not do.
-BATCH_DEPENDENT = (TeaCache, FirstBlockCache, AdaptiveSkipCache)
 # the settings generate() takes that change the samples; batch_size is added (batched kernels, batch-wise caches)
 SAMPLE_SETTINGS = ("sampler", "steps", "respacing", "eta", "cfg_scale", "cfg_mode", "cfg_batched", "precision",
                     "compile", "num_frames", "negative_prompt")
@@ -67,7 +66,7 @@ def sample_path(out: Path, seed: int, label: int | None, video: bool) -> Path:
 def batch_note(cache) -> str | None:
     """One line saying that ``cache`` makes samples depend on their batch mates, or None for per-sample ones."""
     policy = parse_cache(cache)
-    if not isinstance(policy, BATCH_DEPENDENT):
+    if policy is None or not policy.decides_at_run_time:
         return None
     return (f"cache {policy.spec()} decides per batch (a batch-mean indicator), so each sample depends on the "
             "other seeds of its batch: compare or resume runs only at the same --batch-size")

@@ -11,19 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from .cache import AdaptiveSkipCache, CachePolicy, CacheStats, FirstBlockCache, SkipCache, TeaCache, parse_cache
+from .cache import CachePolicy, CacheStats, SkipCache, parse_cache
 from .diffusion import GaussianDiffusion
 
 log = logging.getLogger(__name__)
 
-# Policies whose plan before the run is tentative: they decide per step from what the model computes.
-DECIDED_AT_RUN_TIME = (TeaCache, FirstBlockCache, AdaptiveSkipCache)
-
-
 def planned_stats(policy: CachePolicy, timesteps: Sequence[int], num_units: int) -> CacheStats | None:
     """What ``policy`` will do over ``timesteps`` on a model of ``num_units`` units, known before the run;
     ``None`` for policies that decide at run time."""
-    if isinstance(policy, DECIDED_AT_RUN_TIME):
+    if policy.decides_at_run_time:
         return None
     return CacheStats.from_plan(policy.plan(list(timesteps), num_units), num_units)
 
@@ -49,7 +45,7 @@ def _why_all_full(policy: CachePolicy | None) -> str:
     if getattr(policy, "interval", None) == 1:
         return "N=1 makes every step full"
     threshold = getattr(policy, "threshold", None)
-    if isinstance(policy, DECIDED_AT_RUN_TIME) and threshold is not None:
+    if policy is not None and policy.decides_at_run_time and threshold is not None:
         return f"threshold={threshold} was never met"
     start, stop = getattr(policy, "start_t", None), getattr(policy, "stop_t", None)
     if start is not None or stop is not None:

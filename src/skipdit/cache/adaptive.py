@@ -46,6 +46,7 @@ class AdaptiveSkipCache(CachePolicy):
     stop_t: int | None = None
     family: str = "adaptive"
     keys = KEYS
+    decides_at_run_time = True
 
     def __post_init__(self):
         # `not 0 <= threshold < inf` also catches NaN, which would never refresh

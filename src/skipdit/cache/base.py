@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -99,6 +100,10 @@ class CachePolicy:
 
     family: str = "?"
     keys: dict[str, str] = {}  # spec key -> field name, for parse() and spec() (e.g. {"N": "interval"})
+    # True for policies that decide each step while sampling, from one batch-wide indicator of what the model
+    # computes (TeaCache, First-Block-Cache, adaptive Skip-Cache). Their plan before a run is only tentative,
+    # and a sample's output depends on the other samples of its batch (docs/caches.md, "Batch dependence").
+    decides_at_run_time: ClassVar[bool] = False
 
     @classmethod
     def parse(cls, family: str, args: str, spec: str) -> CachePolicy:

@@ -33,6 +33,7 @@ class FirstBlockCache(CachePolicy):
     threshold: float = 0.05
     family: str = "fbc"
     keys = KEYS
+    decides_at_run_time = True
 
     def __post_init__(self):
         if not 0 <= self.threshold < float("inf"):  # NaN too: it would never trigger a reuse

@@ -40,6 +40,7 @@ class TeaCache(CachePolicy):
     coefficients: tuple[float, ...] = (1.0, 0.0)
     family: str = "teacache"
     keys = KEYS
+    decides_at_run_time = True
 
     def __post_init__(self):
         if not 0 <= self.threshold < float("inf"):  # NaN too: it would never trigger a reuse

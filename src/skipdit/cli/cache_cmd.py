@@ -120,6 +120,9 @@ def run(args) -> int:
     policy = parse_cache(args.spec)
     if policy is None:
         raise UserError("no cache: nothing to plan")
+    if policy.decides_at_run_time:  # its plan() is a placeholder that the run overrides step by step
+        raise UserError(f"{policy.spec()} decides each step while sampling, from what the model computes, so it has "
+                        f"no plan before a run; skipdit sample --cache {args.spec} reports the steps it cached")
     units, respacing = official_setting(policy)
     if args.units is not None:  # 0 is an error below, not "the preset's units"
         units = args.units
