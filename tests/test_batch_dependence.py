@@ -81,3 +81,12 @@ def test_sample_many_notes_a_batch_wise_cache(tmp_path, capsys):
     assert summary["batch_dependent"] is True and "decides per batch" in summary["note"]
     assert summary["settings"]["batch_size"] == 2
     assert np.load(out / "samples.npz")["arr_0"].shape == (4, 16, 16, 1)
+
+
+def test_bench_marks_the_methods_that_decide_per_batch():
+    from skipdit.bench.harness import select_methods
+
+    marked = {m.label: m.batch_dependent for m in select_methods("skip,fora,teacache,fbc,adaptive,hf-fbc,hf-pab", 10)}
+    assert marked["Skip-Cache (N=2)"] is False and marked["FORA (N=2)"] is False
+    assert marked["diffusers PAB (defaults)"] is False and marked["diffusers FBC (threshold=0.05)"] is True
+    assert all(v for k, v in marked.items() if k.startswith(("TeaCache", "First-Block-Cache", "Adaptive")))

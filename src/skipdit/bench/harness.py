@@ -58,6 +58,16 @@ class Method:
     def label(self) -> str:
         return f"{self.family} ({self.setting})"
 
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether the method decides from one indicator over the whole batch, so a sample's output depends
+        on the other samples of its batch: our run-time policies, and diffusers' First-Block-Cache, whose
+        residual change is an abs-mean over the whole tensor (reference peers.md)."""
+        if self.diffusers is not None:
+            return self.diffusers[0] == "fbc"
+        policy = parse_cache(self.spec)
+        return policy is not None and policy.decides_at_run_time
+
 
 # Settings swept per family: the method, where it runs ("model" = the skip model), its specs.
 FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -143,6 +153,7 @@ class Row:
     cached_steps: int | None = None
     reused: str = ""
     similarity: list[float] = field(default_factory=list)  # per step: cosine of output-layer features
+    batch_dependent: bool = False  # decided per batch: the row holds for these seeds in this batch (docs/caches.md)
 
 
 @dataclass
@@ -242,7 +253,8 @@ class Bench:
                   macs_per_sample=counted.macs / len(self.seeds),
                   psnr=_mean(psnr(out.images, base.images)), ssim=_ssim(out.images, base.images),
                   full_steps=out.stats.full_steps, cached_steps=out.stats.cached_steps,
-                  reused=", ".join(out.stats.reused), similarity=step_similarity(ref.features, counted.features))
+                  reused=", ".join(out.stats.reused), similarity=step_similarity(ref.features, counted.features),
+                  batch_dependent=method.batch_dependent)
         if hasattr(sampler, "report"):  # a diffusers peer: what its hooks reused
             if not sampler.engaged:
                 raise NotApplicable(f"the diffusers hook never engaged here ({sampler.report().summary()})")

@@ -98,6 +98,10 @@ def run(args) -> int:
     text = f"{context}\n\n{table}\n"
     if summary:
         text += f"\n{summary}\n"
+    batch_wide = [r.method for r in rows if r.batch_dependent]
+    if batch_wide:
+        text += (f"\nDecided per batch, so each sample depends on the other seeds of its batch (docs/caches.md): "
+                 f"{', '.join(batch_wide)}.\n")
     if skipped:
         text += "\nNot run:\n" + "".join(f"- {s['method']}: {s['reason']}\n" for s in skipped)
     payload = json.dumps({"context": context, "rows": rows_as_dicts(rows), "skipped": skipped}, indent=1)
