@@ -102,7 +102,10 @@ class CachePolicy:
     keys: dict[str, str] = {}  # spec key -> field name, for parse() and spec() (e.g. {"N": "interval"})
     # True for policies that decide each step while sampling, from one batch-wide indicator of what the model
     # computes (TeaCache, First-Block-Cache, adaptive Skip-Cache). Their plan before a run is only tentative,
-    # and a sample's output depends on the other samples of its batch (docs/caches.md, "Batch dependence").
+    # and a sample's output depends on the other samples of its batch: all of them skip or compute together.
+    # Runs are reproducible for the same seeds in the same batches (sample-many keeps batches fixed across
+    # process counts and records the batch size), but a seed can come out differently at another batch size.
+    # Deciding per sample would mean running the units on a subset of the rows; no policy here does that.
     decides_at_run_time: ClassVar[bool] = False
 
     @classmethod

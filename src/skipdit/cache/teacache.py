@@ -12,12 +12,8 @@ and the sum restarts. The first and last steps always compute. ``f`` maps input 
 
 The decision reads one scalar per step on the host (``.item()``): TeaCache is data-dependent by design.
 
-Batch dependence: the indicator is one mean over the whole batch, so all samples of a batch skip or compute
-together and a sample's output depends on the other samples in its batch (its "batch mates"). Runs are
-reproducible for the same seeds in the same batches (``sample-many`` keeps batches fixed across process counts
-and records the batch size), but the same seed can come out differently at another ``--batch-size`` or next to
-other seeds. Deciding per sample would mean running the unit stack on a subset of the rows at each step; this
-policy does not do that. Static schedules (Skip-Cache, FORA, ...) are per-sample.
+Batch dependence: the indicator is one mean over the whole batch, so a sample's output depends on the other
+samples of its batch (``decides_at_run_time``; docs/caches.md, "Batch dependence").
 """
 
 from __future__ import annotations

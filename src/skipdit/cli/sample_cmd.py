@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -222,18 +223,13 @@ def run(args) -> int:
     steps = settings["steps"]
     planned = warn_if_plan_saves_nothing(args.cache, model, steps, settings["respacing"]) is not None
     out = Path(args.out)
+    run_with = functools.partial(generate, model, seeds)
     if args.compare_uncached:
         warm = {**settings, "respacing": "2", "progress": False}  # 2 steps at the full batch, both ways
-        timed = compare_uncached(
-            cached=lambda: generate(model, seeds, cache=policy, **settings),
-            uncached=lambda: generate(model, seeds, cache=None, **settings),
-            warm_ups=(lambda: generate(model, seeds, cache=policy, **warm),
-                      lambda: generate(model, seeds, cache=None, **warm)),
-            repeats=args.repeats,
-        )
+        timed = compare_uncached(run_with, policy, settings, warm, args.repeats)
         result = timed.first["cached"]
     else:
-        result = generate(model, seeds, cache=policy, **settings)
+        result = run_with(cache=policy, **settings)
     saved = _write(result, out, formats, args.fps)
     report = {"task": task, "seeds": seeds, "labels": result.labels, "prompts": result.prompts,
               "cache": result.cache, "seconds": result.seconds}
@@ -284,13 +280,15 @@ def _print_cache(spec: str | None, result, policy, warned: bool = False) -> None
         warn_if_saves_nothing(spec, result.stats, policy)
 
 
-def compare_uncached(cached: Callable[[], Generation], uncached: Callable[[], Generation],
-                     warm_ups: Sequence[Callable[[], object]], repeats: int) -> Interleaved[Generation]:
-    """The warm-ups once each (so no timed run pays one-off costs), then ``repeats`` rounds of a cached and
-    an uncached run. The samples are deterministic, so the outputs come from each one's first run."""
-    for warm_up in warm_ups:
-        warm_up()
-    return interleaved({"cached": cached, "uncached": uncached}, repeats, lambda run: run.seconds)
+def compare_uncached(run_with: Callable[..., Generation], policy, settings: dict, warm: dict,
+                     repeats: int) -> Interleaved[Generation]:
+    """``run_with(cache=..., **settings)`` cached (``policy``) and uncached: one warm-up of each with ``warm``
+    (so no timed run pays one-off costs), then ``repeats`` interleaved rounds of a cached and an uncached run.
+    The samples are deterministic, so the outputs come from each one's first run."""
+    for cache in (policy, None):
+        run_with(cache=cache, **warm)
+    return interleaved({"cached": lambda: run_with(cache=policy, **settings),
+                        "uncached": lambda: run_with(cache=None, **settings)}, repeats, lambda run: run.seconds)
 
 
 def _compare(result, base, timed: Interleaved) -> dict:
@@ -370,18 +368,13 @@ def run_t2i(args) -> int:
                     steps=HUNYUAN_STEPS if args.steps is None else args.steps, cfg_scale=args.cfg_scale,
                     size=args.image_size, progress=not args.no_progress)
     out = Path(args.out)
+    run_with = functools.partial(generate_hunyuan, pipe, seeds)
     if args.compare_uncached:
         warm = {**settings, "steps": 2, "progress": False}
-        timed = compare_uncached(
-            cached=lambda: generate_hunyuan(pipe, seeds, cache=policy, **settings),
-            uncached=lambda: generate_hunyuan(pipe, seeds, cache=None, **settings),
-            warm_ups=(lambda: generate_hunyuan(pipe, seeds, cache=policy, **warm),
-                      lambda: generate_hunyuan(pipe, seeds, cache=None, **warm)),
-            repeats=args.repeats,
-        )
+        timed = compare_uncached(run_with, policy, settings, warm, args.repeats)
         result = timed.first["cached"]
     else:
-        result = generate_hunyuan(pipe, seeds, cache=policy, **settings)
+        result = run_with(cache=policy, **settings)
     _write_t2i(result, out)
     print(f"{len(seeds)} images in {result.seconds:.2f}s (DDPM, {settings['steps']} steps) -> {out}/")
     _print_cache(args.cache, result, policy)
