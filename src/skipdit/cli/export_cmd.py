@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", help="the run folder of skipdit train")
     p.add_argument("--out", help="output .safetensors (default: RUN_DIR/export/ema-<step>.safetensors)")
     p.add_argument("--weights", choices=("ema", "model"), default="ema")
-    p.add_argument("--step", type=int, help="a kept checkpoint (default: the newest)")
+    p.add_argument("--step", type=int, help="a kept checkpoint (default: the newest whose checksum verifies)")
     p.set_defaults(run=run)
 
 

@@ -10,7 +10,8 @@ EXAMPLES = """examples:
   torchrun --nproc-per-node 8 -m skipdit train --config configs/c2i/DiT-XL-2-skip-imagenet256.yaml
   skipdit train --config configs/c2i/convert-DiT-XL-2.yaml --init DiT-XL-2-256x256.pt --set stage=skip-only
 
-Running the same command again continues the run from its newest checkpoint.
+Running the same command again continues the run from its newest good checkpoint. Ctrl-C (or SIGTERM)
+finishes the step in progress, saves it and exits with status 130; a second Ctrl-C stops at once.
 """
 
 
