@@ -168,21 +168,27 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     assert [json.loads(line)["step"] for line in lines] == [2, 4, 6]
 
 
-def test_ctrl_c_saves_the_finished_steps(tmp_path, monkeypatch):
+def test_ctrl_c_saves_the_step_in_progress_under_its_own_number(tmp_path, monkeypatch):
+    """Ctrl-C between the optimizer step and the step counter: the run finishes that step and saves it as
+    step 3, with Adam's own step count 3 (tests/test_train_resume.py interrupts every point of a step)."""
     cfg = tiny_config(tmp_path, ckpt_every=100)
     calls = {"n": 0}
     real_update = loop_module.update_ema_
 
     def interrupted(*args, **kwargs):
-        real_update(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # the loop's handler only sets a flag
+        real_update(*args, **kwargs)
 
     monkeypatch.setattr(loop_module, "update_ema_", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
-    assert [s for s, _ in list_checkpoints(cfg.run_dir)] == [2]  # step 3's optimizer step had not finished
+    assert [s for s, _ in list_checkpoints(cfg.run_dir)] == [3]
+    payload = torch.load(checkpoint_path(cfg.run_dir, 3), weights_only=True)
+    assert payload["step"] == 3
+    assert all(int(state["step"]) == 3 for state in payload["opt"]["state"].values())
+    assert calls["n"] == 3  # no step after the interrupted one ran
 
 
 def test_sigterm_saves_the_finished_steps(tmp_path):

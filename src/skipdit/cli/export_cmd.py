@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="output .safetensors (default: RUN_DIR/export/ema-<step>.safetensors)")
     p.add_argument("--weights", choices=("ema", "model"), default="ema",
                    help="ema: the averaged weights (what sampling uses); model: the raw ones")
-    p.add_argument("--step", type=int, help="a kept checkpoint (default: the newest)")
+    p.add_argument("--step", type=int, help="a kept checkpoint (default: the newest whose checksum verifies)")
     p.set_defaults(run=run)
 
 

@@ -12,7 +12,8 @@ EXAMPLES = examples(
     "--set data.path=latents/",
     "skipdit train --config configs/c2i/convert-DiT-XL-2-stage2.yaml "
     "--init runs/convert-DiT-XL-2-stage1/checkpoints/ckpt-0050000.pt --set data.path=latents/",
-    note="Running the same command again continues the run from its newest checkpoint.",
+    note="Running the same command again continues the run from its newest good checkpoint. Ctrl-C (or SIGTERM)\n"
+         "finishes the step in progress, saves it and exits with status 130; a second Ctrl-C stops at once.",
 )
 
 

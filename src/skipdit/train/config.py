@@ -9,6 +9,7 @@ the key's name. The resolved config is saved in the run folder and in every chec
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -103,12 +104,16 @@ class TrainConfig:
         _check_min("snapshot_every", self.snapshot_every, 0)
         if self.micro_batch is not None:
             _check_min("micro_batch", self.micro_batch, 1)
-        if self.lr <= 0:
-            raise UserError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"lr must be a number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
+        if not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise UserError(f"adam_betas must both be in [0, 1), got {list(self.adam_betas)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise UserError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise UserError(f"grad_clip must be a number > 0 or null, got {self.grad_clip}")
         parse_loss_weighting(self.loss_weighting)
 
     def to_dict(self) -> dict:
@@ -138,8 +143,25 @@ def load_config(path: str | os.PathLike | None = None, sets: list[str] = ()) -> 
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set takes key=value, got {item!r}")
-        _set_dotted(raw, key.strip(), _yaml().safe_load(text) if text.strip() else None)
+        _set_dotted(raw, key.strip(), _parse_value(key.strip(), text) if text.strip() else None)
     return from_dict(raw)
+
+
+def _parse_value(key: str, text: str):
+    yaml = _yaml()
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserError(f"--set {key}: {text!r} is not a valid YAML value ({_yaml_problem(err)})") from None
+
+
+def _yaml_problem(err) -> str:
+    """PyYAML's several-line message as one phrase: what is wrong and where."""
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(err, "context", None)
+    return f"{context + ': ' if context else ''}{problem}{where}"
 
 
 def from_dict(raw: dict, cls=TrainConfig, prefix: str = ""):
@@ -148,7 +170,7 @@ def from_dict(raw: dict, cls=TrainConfig, prefix: str = ""):
         raise UserError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
+    unknown = sorted((str(k) for k in set(raw) - set(names)), key=str)
     if unknown:
         raise UserError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
                          f"valid: {', '.join(prefix + n for n in names)}")
@@ -192,9 +214,14 @@ def _coerce(name: str, value, kind):
             if not isinstance(value, (list, tuple)) or len(value) != len(args):
                 raise TypeError
             return tuple(_coerce(name, v, a) for v, a in zip(value, args))
-    except (TypeError, ValueError):
-        raise UserError(f"config key {name}: expected {_type_name(kind)}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
+        raise UserError(f"config key {name}: expected {_type_name(kind)}, got {_short(value)}") from None
     raise TypeError(f"unsupported config type {kind} for {name}")  # a bug in this module, not user input
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _type_name(kind) -> str:
@@ -205,7 +232,9 @@ def _set_dotted(raw: dict, key: str, value) -> None:
     *parents, last = key.split(".")
     node = raw
     for part in parents:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or an empty section in the YAML file (``data:``)
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise UserError(f"--set {key}: {part} is not a section")
     node[last] = value
@@ -220,13 +249,31 @@ def _yaml():
 
 
 def _read_yaml(path: Path) -> dict:
+    """A config file's mapping. Everything else (missing, empty, not UTF-8 text, invalid YAML, a list or a
+    scalar at the top) is a UserError of one line."""
+    if path.is_dir():
+        raise UserError(f"config {path} is a folder, not a YAML file")
     if not path.is_file():
         raise UserError(f"config not found: {path}")
+    data = path.read_bytes()
+    if not data.strip():
+        raise UserError(f"config {path} is empty" + (" (0 bytes)" if not data else ""))
     try:
-        raw = _yaml().safe_load(path.read_text())
-    except _yaml().YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {err}") from None
-    return raw or {}
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"config {path} is not a UTF-8 text file (byte {err.start} is {data[err.start]:#04x}); "
+                        "a YAML config is expected") from None
+    yaml = _yaml()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserError(f"config {path} is not valid YAML ({_yaml_problem(err)})") from None
+    if raw is None:
+        raise UserError(f"config {path} holds no keys (only comments)")
+    if not isinstance(raw, dict):
+        raise UserError(f"config {path} must be a mapping of keys (key: value) at the top level, "
+                        f"got a {type(raw).__name__}")
+    return raw
 
 
 def dump_config(config: TrainConfig) -> str:

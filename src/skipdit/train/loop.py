@@ -8,6 +8,13 @@ noise, label drops, augmentation) is drawn for the global batch from a generator
 ``(seed, step)``, and each process takes its slice. A step therefore computes the same gradient with 1
 or 8 processes, and the random state at any step is a function of the step alone: resuming restores the
 weights, optimizer, EMA and step, and the random state follows from the step.
+
+Ctrl-C (SIGINT) and SIGTERM stop a run only at a step boundary: the signal sets a flag, and once the step in
+progress is finished (optimizer, EMA, counter, log line, periodic checkpoint) the loop saves it and raises
+:class:`TrainingInterrupted`. The checkpoint then holds exactly the steps its name says, and the resumed run
+ends bit-identical to an uninterrupted one. Under DDP the processes agree on the flag at every step boundary
+(one all-reduce of one number), so they all stop after the same step. In a single process a second Ctrl-C
+stops at once, without saving (the newest checkpoint stays the one to resume from).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import functools
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -31,7 +39,14 @@ from ..diffusion import GaussianDiffusion
 from ..distributed import init_distributed, resolve_device, shutdown
 from ..errors import UserError
 from ..models import arch_of, config_from_dict, model_from_config, preset_config
-from .checkpoint import checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    checkpoint_path,
+    latest_checkpoint,
+    prune_checkpoints,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from .config import TrainConfig, dump_config
 from .data import StepBatches, TrainData, build_data, mix_seed
 from .ema import make_ema, update_ema_
@@ -42,6 +57,14 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.jsonl"
 NUM_TIMESTEPS = 1000
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT/SIGTERM at a step boundary, after saving that step (``.step``)."""
+
+    def __init__(self, step: int, signal_name: str):
+        super().__init__(f"{signal_name}: stopped after step {step}, which is saved")
+        self.step, self.signal_name = step, signal_name
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> Path:
@@ -65,6 +88,9 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
     if config.stage == "skip-only" and not config.init:
         # adaLN-Zero blocks and head start at zero, so no gradient would reach the skips of a fresh model
         raise UserError("stage skip-only trains the long skips of pretrained weights: set init (--init PATH)")
+    input_shape = _input_shape(data.sample_shape, config.data.image_frames)
+    _check_host_memory(config, data, input_shape, share)
+    _check_run_folder(run_dir)
     resumed = latest_checkpoint(run_dir)
     if resumed is not None:
         _check_same_run(resumed[0], model_config, config, resumed[1])
@@ -81,17 +107,22 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
     start = 0
     if resumed is not None:
         payload, path = resumed
-        model.load_state_dict(payload["model"])
-        ema.load_state_dict(payload["ema"])
-        optimizer.load_state_dict(payload["opt"])
+        try:
+            model.load_state_dict(payload["model"])
+            ema.load_state_dict(payload["ema"])
+            optimizer.load_state_dict(payload["opt"])
+        except (KeyError, ValueError, RuntimeError) as err:  # only an unverified (older) file can get here
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise UserError(f"{path.name} does not fit the run's model and optimizer ({first})") from None
         start = int(payload["step"])
         if rank == 0:
             log.warning("resuming %s from step %d (%s)", run_dir, start, path.name)
     torch.manual_seed(mix_seed(config.seed, rank, salt=2))  # a fixed seed per process for anything else
 
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(dump_config(config))
+        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)  # an unwritable run_dir fails now, not later
+        remove_stale_temporaries(run_dir)
+        _write_atomically(run_dir / CONFIG_FILE, dump_config(config))
         _truncate_log(run_dir / LOG_FILE, start)
     net = model
     if world > 1:
@@ -106,70 +137,88 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     condition = _Conditioner(model_config, data, encoder, device)
     image_frames = config.data.image_frames
-    input_shape = _input_shape(data.sample_shape, image_frames)
     mine = slice(rank * share, (rank + 1) * share)
     bar = _progress_bar(config.steps, start, progress and rank == 0)
     meter = _Meter()
     step, saved = start, start
     model.train()
+    stop = _StopSignals(announce=rank == 0, hard_abort=world == 1)
     try:
-        for items, labels in loader:
-            # -- the global batch's random numbers, then this process's slice ----------------------------
-            gen = torch.Generator().manual_seed(mix_seed(config.seed, step))
-            uniforms = torch.rand(config.global_batch, 4, generator=gen)  # 0-2: augmentation, 3: label drop
-            indices = torch.randint(0, NUM_TIMESTEPS, (config.global_batch,), generator=gen)
-            noise = torch.randn(config.global_batch, *input_shape, generator=gen)
-            normals = torch.randn(config.global_batch, *data.sample_shape, generator=gen) if data.uses_normals \
-                else None
-            x0 = data.augment(items, uniforms[mine, :3], None if normals is None else normals[mine])
-            drop = (uniforms[mine, 3] < condition.drop_prob).to(device)
-            image_targets = None
-            if image_frames:  # frames of other videos, appended as independent images (train_with_img.py)
-                images, image_targets = _image_frames(data, gen, config.global_batch, image_frames, mine)
-                x0 = torch.cat([x0, images], dim=2)
-                image_targets = image_targets.to(device)
-            x0, labels = x0.to(device), labels.to(device)
-            indices, noise = indices[mine].to(device), noise[mine].to(device)
+        with stop:
+            for items, labels in loader:
+                try:
+                    # -- the global batch's random numbers, then this process's slice --------------------------
+                    gen = torch.Generator().manual_seed(mix_seed(config.seed, step))
+                    uniforms = torch.rand(config.global_batch, 4, generator=gen)  # 0-2: augmentation, 3: label drop
+                    indices = torch.randint(0, NUM_TIMESTEPS, (config.global_batch,), generator=gen)
+                    noise = torch.randn(config.global_batch, *input_shape, generator=gen)
+                    normals = torch.randn(config.global_batch, *data.sample_shape, generator=gen) \
+                        if data.uses_normals else None
+                    x0 = data.augment(items, uniforms[mine, :3], None if normals is None else normals[mine])
+                    drop = (uniforms[mine, 3] < condition.drop_prob).to(device)
+                    image_targets = None
+                    if image_frames:  # frames of other videos, appended as independent images (train_with_img.py)
+                        images, image_targets = _image_frames(data, gen, config.global_batch, image_frames, mine)
+                        x0 = torch.cat([x0, images], dim=2)
+                        image_targets = image_targets.to(device)
+                    x0, labels = x0.to(device), labels.to(device)
+                    indices, noise = indices[mine].to(device), noise[mine].to(device)
 
-            # -- forward / backward over micro-batches, one optimizer step -------------------------------
-            lr = config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            parts = range(0, share, micro)
-            for k, lo in enumerate(parts):
-                mb = slice(lo, lo + micro)
-                sync = world == 1 or k == len(parts) - 1
-                with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
-                    model_fn = functools.partial(condition, net, labels[mb], drop[mb],
-                                                 None if image_targets is None else image_targets[mb])
-                    terms = diffusion.training_losses(model_fn, x0[mb], indices[mb], noise[mb],
-                                                       config.loss_weighting)
-                    loss = terms["loss"].mean() * (micro / share)
-                loss.backward()
-                meter.add_losses(terms, micro)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
-            optimizer.step()
-            update_ema_(ema, model, config.ema_decay)
-            step += 1
-            meter.add_step(grad_norm)
+                    # -- forward / backward over micro-batches, one optimizer step -----------------------------
+                    lr = config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    optimizer.zero_grad(set_to_none=True)
+                    parts = range(0, share, micro)
+                    for k, lo in enumerate(parts):
+                        mb = slice(lo, lo + micro)
+                        sync = world == 1 or k == len(parts) - 1
+                        with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
+                            model_fn = functools.partial(condition, net, labels[mb], drop[mb],
+                                                         None if image_targets is None else image_targets[mb])
+                            terms = diffusion.training_losses(model_fn, x0[mb], indices[mb], noise[mb],
+                                                               config.loss_weighting)
+                            loss = terms["loss"].mean() * (micro / share)
+                        loss.backward()
+                        meter.add_losses(terms, micro)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
+                    optimizer.step()
+                    update_ema_(ema, model, config.ema_decay)
+                    step += 1
+                    meter.add_step(grad_norm)
+                except (MemoryError, RuntimeError) as err:
+                    if not _is_out_of_memory(err):
+                        raise
+                    kept = f"the newest checkpoint is step {saved}" if saved else "no checkpoint was written"
+                    raise UserError(f"out of memory in training step {step + 1} on {device} (global_batch "
+                                    f"{config.global_batch}, {share} per process, micro_batch {micro}): set a "
+                                    f"smaller micro_batch (gradient accumulation computes the same step); {kept}"
+                                    ) from None
 
-            # -- bookkeeping ----------------------------------------------------------------------------
-            bar.update(1)
-            if step % config.log_every == 0 or step == config.steps:
-                record = meter.flush(world, device)
-                record = {"step": step, **record, "lr": lr}
-                if rank == 0:
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
-                    with open(run_dir / LOG_FILE, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-            if step % config.ckpt_every == 0 or step == config.steps:
-                _save(run_dir, step, model, ema, optimizer, config, model_config, rank, world)
-                saved = step
-    except KeyboardInterrupt:
-        if world == 1 and step > saved:  # keep the finished steps; DDP peers may be mid-collective
-            _save(run_dir, step, model, ema, optimizer, config, model_config, rank, world)
-            log.warning("interrupted: saved step %d; run the same command to continue", step)
+                # -- bookkeeping --------------------------------------------------------------------------------
+                bar.update(1)
+                if step % config.log_every == 0 or step == config.steps:
+                    record = meter.flush(world, device)
+                    record = {"step": step, **record, "lr": lr}
+                    if rank == 0:
+                        bar.set_postfix(loss=f"{record['loss']:.4f}")
+                        with open(run_dir / LOG_FILE, "a") as f:
+                            f.write(json.dumps(record) + "\n")
+                if step % config.ckpt_every == 0 or step == config.steps:
+                    _save(run_dir, step, model, ema, optimizer, config, model_config, rank, world)
+                    saved = step
+
+                # -- the step boundary: the only place a signal stops the run ------------------------------------
+                if stop.agreed(world, device):
+                    if step > saved:
+                        _save(run_dir, step, model, ema, optimizer, config, model_config, rank, world)
+                        saved = step
+                    if rank == 0:
+                        log.warning("interrupted: saved step %d; run the same command to continue", step)
+                    raise TrainingInterrupted(step, stop.requested)
+    except KeyboardInterrupt as err:
+        if not isinstance(err, TrainingInterrupted) and rank == 0:  # a second Ctrl-C: mid-step, nothing saved
+            log.warning("aborted without saving: run the same command to continue from step %d", saved)
         raise
     finally:
         bar.close()
@@ -309,18 +358,93 @@ def _save(run_dir, step, model, ema, optimizer, config, model_config, rank, worl
             "model": model.state_dict(), "ema": ema.state_dict(), "opt": optimizer.state_dict(), "step": step,
             "config": config.to_dict(), "model_config": asdict(model_config), "arch": arch_of(model_config),
         }
-        save_checkpoint(payload, checkpoint_path(run_dir, step))
-        prune_checkpoints(run_dir, config.keep_last, config.snapshot_every)
+        path = save_checkpoint(payload, checkpoint_path(run_dir, step))  # written, read back and verified
+        prune_checkpoints(run_dir, config.keep_last, config.snapshot_every, verified=path)
     if world > 1:
         dist.barrier()
 
 
+def _check_run_folder(run_dir: Path) -> None:
+    """What is in the way of a run folder fails before any work, not at the first checkpoint."""
+    for path, kind in ((run_dir, "folder"), (run_dir / CHECKPOINT_DIR, "folder"), (run_dir / LOG_FILE, "file"),
+                       (run_dir / CONFIG_FILE, "file")):
+        if path.exists() and (path.is_dir() != (kind == "folder")):
+            raise UserError(f"{path} is in the way: the run needs a {kind} there")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A kill while a run folder's text file is rewritten leaves the old one or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past the resumed step, so a resumed run's log reads as one uninterrupted run."""
+    """Drop log lines past the resumed step, so a resumed run's log reads as one uninterrupted run. A torn
+    last line (a kill mid-write) is dropped with a warning, as are lines that are not log records."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    path.write_text("".join(ln + "\n" for ln in lines))
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    kept, torn, bad = [], False, []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            at = record.get("step", 0) if isinstance(record, dict) else None
+            if not isinstance(at, int):
+                raise ValueError
+        except ValueError:
+            if number == len(lines):
+                torn = True
+            else:
+                bad.append(number)
+            continue
+        if at <= step:
+            kept.append(line)
+    if torn:
+        log.warning("%s: dropped its torn last line (a write cut short)", path)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        log.warning("%s: dropped %d line%s that are not log records (line %s)", path, len(bad),
+                    "" if len(bad) == 1 else "s", shown)
+    _write_atomically(path, "".join(ln + "\n" for ln in kept))
+
+
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_host_memory(config: TrainConfig, data: TrainData, input_shape: tuple[int, ...], share: int) -> None:
+    """Refuse a batch whose per-step inputs cannot fit in this machine's memory, before any work: every
+    process draws the noise and sample order of the whole global batch, and holds its share of the data."""
+    total = _host_memory()
+    if not total:
+        return
+    numel_input, numel_sample = math.prod(input_shape), math.prod(data.sample_shape)
+    per_global = 64 + 4 * numel_input + (4 * numel_sample if data.uses_normals else 0)  # indices, noise
+    need = config.global_batch * per_global + share * 4 * (2 * numel_sample + numel_input)  # + data, x0
+    if need > total:
+        raise UserError(f"global_batch {config.global_batch} needs about {_bytes(need)} of memory per step for "
+                        f"its inputs and noise alone; this machine has {_bytes(total)}. Use a smaller global_batch")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(err)
+    return "DefaultCPUAllocator: can't allocate memory" in text or "DefaultCPUAllocator: not enough memory" in text
 
 
 class _Meter:
@@ -355,7 +479,8 @@ class _Meter:
 
 @contextlib.contextmanager
 def _terminate_as_interrupt(enabled: bool):
-    """SIGTERM (``kill``, batch schedulers) ends a single-process run like Ctrl-C: finished steps are saved."""
+    """Outside the loop's step boundaries (setup, before the first step), SIGTERM (``kill``, batch
+    schedulers) ends a single-process run like Ctrl-C: there is nothing to save yet."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -368,6 +493,56 @@ def _terminate_as_interrupt(enabled: bool):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM only ask the loop to stop: :meth:`agreed` is checked at each step
+    boundary. With ``hard_abort`` a second SIGINT raises ``KeyboardInterrupt`` at once. Not under DDP:
+    torchrun forwards the terminal's Ctrl-C to processes that already had it, and ends them itself (SIGKILL)
+    if they take too long."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: bool = True, hard_abort: bool = True):
+        self.announce, self.hard_abort = announce, hard_abort
+        self.requested: str | None = None
+        self._previous: dict = {}
+        self._pid = os.getpid()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if os.getpid() != self._pid:  # a forked DataLoader worker: the main process decides
+            return
+        if self.requested is not None:
+            if self.hard_abort and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        self.requested = signal.Signals(signum).name
+        if self.announce:
+            again = "; Ctrl-C again stops at once, without saving" if self.hard_abort else ""
+            log.warning("%s: stopping after this step, which will be saved%s", self.requested, again)
+
+    def agreed(self, world: int, device: torch.device) -> bool:
+        """Whether to stop now. Under DDP every process contributes its flag and all get the same answer, so
+        they stop after the same step (the loop syncs with the device at every step anyway, when it copies
+        the next batch there, so this costs one tiny all-reduce)."""
+        if world == 1:
+            return self.requested is not None
+        flag = torch.tensor([0.0 if self.requested is None else 1.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0 and self.requested is None:
+            self.requested = "a signal to another process"
+        return flag.item() > 0
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
