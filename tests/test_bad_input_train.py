@@ -122,8 +122,8 @@ def damage_all(run: Path, how: str) -> None:
 
 RUN_DAMAGE = {
     "empty": r"no readable checkpoint in .*ckpt-0000004.pt is empty \(0 bytes.*ckpt-0000002.pt is empty",
-    "garbage": r"ckpt-0000004.pt is unreadable \(not a complete PyTorch checkpoint: garbage, or cut short\)",
-    "truncated": r"ckpt-0000002.pt is unreadable \(not a complete PyTorch checkpoint",
+    "garbage": r"ckpt-0000004.pt is unreadable: not a PyTorch checkpoint \(its pickle data is damaged",
+    "truncated": r"ckpt-0000002.pt is unreadable: a truncated or damaged PyTorch checkpoint",
     "flipped": r"ckpt-0000004.pt is corrupt: its contents do not match the checksum it was saved with",
     "foreign": r"ckpt-0000004.pt is not a skipdit training checkpoint \(missing model, ema, opt, step, config\)",
 }

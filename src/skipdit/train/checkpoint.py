@@ -26,12 +26,12 @@ import logging
 import os
 import re
 import tempfile
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
+from ..convert.files import read_torch_file
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -139,9 +139,9 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         try:
-            _verify(torch.load(tmp, map_location="cpu", weights_only=True, mmap=True), path.name)
-        except Exception as err:
-            raise UserError(f"checkpoint {path} did not read back as written ({_describe(err)}); the disk may be "
+            _verify(read_torch_file(tmp), path.name)
+        except UserError as err:
+            raise UserError(f"checkpoint {path} did not read back as written ({err}); the disk may be "
                             "failing. The previous checkpoints are kept") from None
         os.replace(tmp, path)
         _fsync_folder(path.parent)
@@ -209,13 +209,13 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict:
         raise UserError(f"{path.name} is unreadable ({err.strerror})") from None
     if path.is_file() and size == 0:
         raise UserError(f"{path.name} is empty (0 bytes: a write or copy that was cut short)")
+    if path.is_dir():
+        raise UserError(f"{path.name} is unreadable: a folder, not a checkpoint file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, bad pickle, a folder, ...: torch raises many types
-        if path.is_file() and not zipfile.is_zipfile(path):  # torch's format is a zip with its directory at the end
-            raise UserError(f"{path.name} is unreadable (not a complete PyTorch checkpoint: garbage, or cut "
-                            "short)") from None
-        raise UserError(f"{path.name} is unreadable ({_describe(err)})") from None
+        payload = read_torch_file(path)
+    except UserError as err:  # "<path> is <what it is instead>": said here by the file's name, like every problem
+        reason = str(err).removeprefix(f"{path} is ")
+        raise UserError(f"{path.name} is unreadable: {reason}") from None
     if not isinstance(payload, dict):
         raise UserError(f"{path.name} is not a skipdit training checkpoint (it holds a {type(payload).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in payload]
