@@ -129,7 +129,7 @@ def test_eval_fid_bad_reference(files, capsys, reference, message):
 
 @pytest.mark.parametrize("spec, message", [
     ("inception-ts:{d}/junk.pt", r"junk\.pt is not a TorchScript file"),
-    ("inception:{d}/junk.pt", r"junk\.pt is not a PyTorch state dict"),
+    ("inception:{d}/junk.pt", r"junk\.pt is not a PyTorch checkpoint"),
     ("inception-ts:{d}/i3d-truncated.pt", r"i3d-truncated\.pt is not a TorchScript file"),
 ])
 def test_eval_corrupt_feature_net(files, capsys, spec, message):
