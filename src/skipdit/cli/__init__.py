@@ -15,7 +15,7 @@ import re
 import sys
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import UserError, is_out_of_memory
 from . import (
     analyze_cmd,
     bench_cmd,
@@ -75,12 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         if err.errno not in _PATH_ERRNOS or err.filename is None:
             raise
         return _fail(f"{err.filename}: {err.strerror}")
-    except MemoryError:
-        return _fail(_OUT_OF_MEMORY)
-    except RuntimeError as err:  # torch's allocators: CUDA raises OutOfMemoryError, the CPU a plain RuntimeError
-        if not _is_out_of_memory(err):
+    except (MemoryError, RuntimeError) as err:  # CUDA raises OutOfMemoryError, the CPU a plain RuntimeError
+        if not is_out_of_memory(err):
             raise
-        return _fail(f"{_OUT_OF_MEMORY} ({_allocation(err)})")
+        return _fail(f"{_OUT_OF_MEMORY} ({_allocation(err)})" if isinstance(err, RuntimeError) else _OUT_OF_MEMORY)
     except KeyboardInterrupt:
         print("skipdit: interrupted", file=sys.stderr)
         return 130
@@ -131,12 +129,6 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
 
 _OUT_OF_MEMORY = "out of memory: ask for fewer seeds, frames, a smaller image or a smaller --batch-size"
-
-
-def _is_out_of_memory(err: RuntimeError) -> bool:
-    import torch
-
-    return isinstance(err, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(err)
 
 
 def _allocation(err: RuntimeError) -> str:

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from ..convert.checkpoint import check_architecture, load_state_into, read_weights
 from ..diffusion import GaussianDiffusion
 from ..distributed import init_distributed, resolve_device, shutdown
-from ..errors import UserError
+from ..errors import UserError, is_out_of_memory
 from ..models import arch_of, config_from_dict, model_from_config, preset_config
 from .checkpoint import (
     CHECKPOINT_DIR,
@@ -187,7 +187,7 @@ def _train(config: TrainConfig, rank: int, world: int, local_rank: int, progress
                     step += 1
                     meter.add_step(grad_norm)
                 except (MemoryError, RuntimeError) as err:
-                    if not _is_out_of_memory(err):
+                    if not is_out_of_memory(err):
                         raise
                     kept = f"the newest checkpoint is step {saved}" if saved else "no checkpoint was written"
                     raise UserError(f"out of memory in training step {step + 1} on {device} (global_batch "
@@ -438,13 +438,6 @@ def _bytes(n: float) -> str:
             return f"{n:.3g} {unit}"
         n /= 1000
     return f"{n:.3g} PB"
-
-
-def _is_out_of_memory(err: BaseException) -> bool:
-    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return True
-    text = str(err)
-    return "DefaultCPUAllocator: can't allocate memory" in text or "DefaultCPUAllocator: not enough memory" in text
 
 
 class _Meter:
