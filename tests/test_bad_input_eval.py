@@ -230,3 +230,13 @@ def _extract_latents_case(tmp_path, capsys, vae, damage, message):
     expect_user_error(capsys, ["extract-latents", tmp_path / "img", "--vae", vae, "--image-size", "16",
                                "--out", tmp_path / "lat", "--no-progress"], message,
                       inputs=list((tmp_path / "img").rglob("*.png")), outputs=[tmp_path])
+
+
+@pytest.mark.parametrize("metric", ["fid", "prdc"])
+@pytest.mark.parametrize("samples", ["empty.npz", "truncated.npz", "notes.txt", "empty-folder"])
+def test_eval_refuses_bad_samples_before_the_reference_pass(files, capsys, metric, samples):
+    """With progress bars on, a reference pass before the check would print its bar first: one line means the
+    bad samples were refused before any feature was computed. (A damaged image inside a folder is found when
+    it is read, which is after the reference pass: the folder is not read twice.)"""
+    expect_user_error(capsys, ["eval", metric, files / samples, "digits-real", "--features", "digits"],
+                      r"not a valid \.npz|neither a folder of images|holds no images", outputs=[files])

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from .common import positive_int
 from .help import DEVICE_HELP, NO_PROGRESS_HELP, examples
 
 EXAMPLES = examples(
@@ -22,11 +23,11 @@ def add_parser(sub) -> None:
                        epilog=EXAMPLES)
     p.add_argument("images", help="image folder: one sub-folder per class")
     p.add_argument("--vae", required=True, help="local diffusers AutoencoderKL folder")
-    p.add_argument("--image-size", type=int, required=True,
+    p.add_argument("--image-size", type=positive_int, required=True,
                    help="image side in pixels (ADM centre crop, as training on images does)")
     p.add_argument("--out", required=True, help="output folder for the shards")
-    p.add_argument("--shard-size", type=int, default=10_000, help="latents per shard file")
-    p.add_argument("--batch-size", type=int, default=32, help="images per VAE forward pass")
+    p.add_argument("--shard-size", type=positive_int, default=10_000, help="latents per shard file")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per VAE forward pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(run=run)

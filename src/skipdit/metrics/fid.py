@@ -139,6 +139,14 @@ def compute_stats(
     return FeatureStats(mu, sigma, net.name, mu_s, sigma_s, feats["pool"] if keep_pool else None, len(feats["pool"]))
 
 
+def check_inputs(*paths: str | os.PathLike, from_images: bool = False) -> None:
+    """Open every input (stored statistics, or images: a folder, an ``.npz``) so that a missing, empty or damaged
+    one is refused before minutes of feature extraction on the others."""
+    for path in paths:
+        if from_images or read_stats(path) is None:
+            open_images(path)
+
+
 def load_or_compute_stats(
     path: str | os.PathLike,
     net: FeatureNet,
@@ -186,6 +194,7 @@ def evaluate_fid(
     """FID (and sFID) of ``samples`` against ``reference``: each a folder of images, an images ``.npz``, a stats
     ``.npz`` or an ADM reference batch. ``save_ref_stats`` writes the reference statistics (with the pool
     features too when ``keep_features``) for later runs."""
+    check_inputs(samples, reference, from_images=from_images)
     # the reference first: a stored one that does not fit fails before the long pass over the samples
     ref = load_or_compute_stats(
         reference,

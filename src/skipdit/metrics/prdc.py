@@ -135,6 +135,9 @@ def evaluate_prdc(
     """Precision, recall, density and coverage of ``samples`` against ``reference`` (folders, images ``.npz``, or
     stats ``.npz`` saved with their features). ``save_ref_stats`` writes the reference statistics with its
     features, usable for FID too."""
+    from .fid import check_inputs
+
+    check_inputs(samples, reference, from_images=from_images)
     ref = pool_features(reference, net, from_images=from_images, batch_size=batch_size, progress=progress)
     ours = pool_features(samples, net, from_images=from_images, batch_size=batch_size, progress=progress)
     if save_ref_stats is not None:
