@@ -22,18 +22,11 @@ MAX_SEEDS = 10_000
 
 
 # -- argparse types: a bad number is an argument error, reported with the option's name -------------------
-def positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
 def finite_float(text: str) -> float:
@@ -46,25 +39,22 @@ def finite_float(text: str) -> float:
     return value
 
 
-def nonnegative_float(text: str) -> float:
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+def _at_least(parse, minimum, what: str):
+    """An argparse type: ``parse(text)``, refused below ``minimum`` with "must be <what>"."""
+
+    def check(text: str):
+        value = parse(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return check
 
 
-def guidance_scale(text: str) -> float:
-    value = finite_float(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (1 disables guidance), got {text!r}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+positive_int = _at_least(_int, 1, "a positive integer")
+nonnegative_int = _at_least(_int, 0, "an integer >= 0")
+nonnegative_float = _at_least(finite_float, 0, ">= 0")
+guidance_scale = _at_least(finite_float, 1, ">= 1 (1 disables guidance)")
 
 
 # -- numbers of options shared with commands whose parsers this module does not build ----------------------
