@@ -50,6 +50,11 @@ def open_image(path, keep_grey: bool = False):
 TEMP_MARKER = ".tmp-"  # in every temporary name atomic_write makes (which also start with a dot)
 
 
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary file of :func:`atomic_write` (a killed writer's, or one in progress)."""
+    return path.name.startswith(".") and TEMP_MARKER in path.name
+
+
 def is_listed(path: Path) -> bool:
     """Whether a folder reader should see ``path``: hidden names (leading dot) and :func:`atomic_write`'s
     temporary files are never data, since a killed writer can leave them behind."""

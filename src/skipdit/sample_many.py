@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from .cache import CacheStats, parse_cache
 from .distributed import barrier, init_distributed, resolve_device, shutdown
 from .errors import UserError
-from .io import TEMP_MARKER, atomic_write, read_image, save_image
+from .io import atomic_write, is_temporary, read_image, save_image
 from .provenance import differences, fingerprint, provenance
 from .sampling import generate
 
@@ -213,20 +213,16 @@ def _clear(out: Path) -> None:
     folder = out / SAMPLES_DIR
     if folder.is_dir():
         for p in folder.iterdir():
-            if p.is_file() and (SAMPLE_NAME.fullmatch(p.name) or _is_temporary(p)):
+            if p.is_file() and (SAMPLE_NAME.fullmatch(p.name) or is_temporary(p)):
                 p.unlink()
     for p in [*out.glob("log-rank*.jsonl"), out / NPZ_FILE, out / SUMMARY_FILE, out / SETTINGS_FILE]:
         p.unlink(missing_ok=True)
 
 
-def _is_temporary(path: Path) -> bool:
-    return path.name.startswith(".") and TEMP_MARKER in path.name  # atomic_write's names
-
-
 def _remove_temporary(out: Path) -> None:
     for folder in (out, out / SAMPLES_DIR):
         for p in folder.iterdir():
-            if p.is_file() and _is_temporary(p):
+            if p.is_file() and is_temporary(p):
                 p.unlink()
 
 

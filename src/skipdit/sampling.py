@@ -69,7 +69,8 @@ def generate(
         raise UserError("no seeds given")
     check_settings(seeds=seeds, sampler=sampler, steps=steps, eta=eta, cfg_scale=cfg_scale, batch_size=batch_size,
                    num_frames=num_frames)
-    device = check_device(device) if device is not None else None  # before the model moves or anything is drawn
+    # checked before the model moves or anything is drawn; default: where the model is
+    device = check_device(device) if device is not None else next(model.parameters()).device
     conditions = _conditions(model, len(seeds), labels, prompts, negative_prompt, text_encoder, cfg_scale)
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
@@ -80,7 +81,6 @@ def generate(
         raise UserError(f"the VAE has {vae.latent_channels} latent channels, the model takes {model.in_channels}")
     shape = model.sample_shape(num_frames)
     diffusion = GaussianDiffusion.create(respacing or str(steps), learn_sigma=model.config.learn_sigma)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
     if compile:
         _compile_blocks(model)
@@ -135,7 +135,7 @@ def check_settings(
         raise UserError(f"guidance scale must be a finite number >= 1 (1 disables guidance), got {cfg_scale}")
     bad = next((s for s in seeds if not -(2**63) <= s <= 2**64 - 1), None)  # what torch.Generator takes
     if bad is not None:
-        raise UserError(f"seed {bad} is out of range: seeds are integers in 0..2**64-1")
+        raise UserError(f"seed {bad} is out of range: torch takes seeds in -2**63..2**64-1")
 
 
 def _check_int(value, name: str, *, minimum: int) -> None:

@@ -16,6 +16,7 @@ from .diffusion import GaussianDiffusion
 
 log = logging.getLogger(__name__)
 
+
 def planned_stats(policy: CachePolicy, timesteps: Sequence[int], num_units: int) -> CacheStats | None:
     """What ``policy`` will do over ``timesteps`` on a model of ``num_units`` units, known before the run;
     ``None`` for policies that decide at run time."""
