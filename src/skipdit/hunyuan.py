@@ -25,7 +25,7 @@ from . import cache as skip_cache
 from .cache import CacheStats, parse_cache
 from .errors import UserError
 from .io import to_uint8
-from .sampling import PRECISIONS, Generation
+from .sampling import PRECISIONS, Generation, cycle
 
 
 def load_hunyuan(model_dir: str | os.PathLike, *, device: str | torch.device = "cpu", precision: str = "fp32"):
@@ -69,7 +69,7 @@ def generate_hunyuan(
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not seeds or not prompts:
         raise UserError("no seeds or no prompts given")
-    prompts = [prompts[k % len(prompts)] for k in range(len(seeds))]
+    prompts = cycle(prompts, len(seeds))
     policy = parse_cache(cache)
     pipe.set_progress_bar_config(disable=not progress)
     device, dtype = pipe._execution_device, pipe.transformer.dtype

@@ -26,6 +26,7 @@ fingerprint, and ``summary.json`` says so. Static schedules (Skip-Cache, FORA, .
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ from .distributed import barrier, init_distributed, resolve_device, shutdown
 from .errors import UserError
 from .io import atomic_write, is_temporary, read_image, save_image
 from .provenance import differences, fingerprint, provenance
-from .sampling import generate
+from .sampling import Condition, Runtime, Sampling, generate
 
 SAMPLES_DIR = "samples"
 NPZ_FILE = "samples.npz"
@@ -53,9 +54,20 @@ SAMPLE_NAME = re.compile(r"\d{6,}(-\d+)?\.(png|npy)")  # what sample_path names:
 # Policies whose skip decision is one batch-mean scalar per step (TeaCache's and First-Block-Cache's relative L1,
 # adaptive Skip-Cache's shallow-feature drift): a sample's output depends on its batch mates. Deciding per sample
 # would mean running the unit stack on a subset of the batch rows each step, which these policies do not do.
-# the settings generate() takes that change the samples; batch_size is added (batched kernels, batch-wise caches)
+DEFAULT_BATCH = 16  # seeds per batch when the runtime sets none: batches must stay fixed across reruns
+# the settings that change the samples, as the fingerprint names them (these names are stable, so a folder made
+# by an earlier skipdit still resumes); batch_size is added (batched kernels, batch-wise caches)
 SAMPLE_SETTINGS = ("sampler", "steps", "respacing", "eta", "cfg_scale", "cfg_mode", "cfg_batched", "precision",
                     "compile", "num_frames", "negative_prompt")
+
+
+def settings_record(model, sampling: Sampling, runtime: Runtime, condition: Condition) -> dict:
+    """The :data:`SAMPLE_SETTINGS` of a run, resolved on ``model`` (the default steps and guidance filled in)."""
+    return {"sampler": sampling.sampler, "steps": sampling.num_steps, "respacing": sampling.respacing,
+            "eta": sampling.eta, "cfg_scale": sampling.guidance_for(model), "cfg_mode": sampling.guidance_mode,
+            "cfg_batched": sampling.batched_guidance, "precision": runtime.precision, "compile": runtime.compile,
+            "num_frames": sampling.num_frames,
+            "negative_prompt": condition.negative_prompt if model.conditioning == "text" else None}
 
 
 def sample_path(out: Path, seed: int, label: int | None, video: bool) -> Path:
@@ -83,23 +95,24 @@ def module_digest(module: torch.nn.Module) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def run_settings(model, seeds: Sequence[int], *, labels: Sequence[int] | None, prompts: Sequence[str] | None,
-                 batch_size: int, sources: Mapping | None = None, **settings) -> dict:
+def run_settings(model, seeds: Sequence[int], condition: Condition, *, sampling: Sampling, runtime: Runtime,
+                 cache=None, vae=None, sources: Mapping | None = None) -> dict:
     """The fingerprint of a sample-many run: ``sources`` (how the caller names the model, VAE, text encoder:
     :func:`skipdit.provenance.identity` of the files, plus anything else that shaped the model), else digests of
-    the modules; the :func:`skipdit.generate` settings; the batch size; the sample shape; each seed's condition."""
+    the modules; the sampling settings; the cache; the batch size; the sample shape; each seed's condition."""
     sources = dict(sources or {})
     if "model" not in sources:
         sources["model"] = module_digest(model)
-    vae, encoder = settings.get("vae"), settings.get("text_encoder")
+    encoder = condition.text_encoder
     if "vae" not in sources:
-        sources["vae"] = None if vae is None else module_digest(getattr(vae, "vae", vae))
+        sources["vae"] = None if vae is None else module_digest(getattr(vae, "vae", vae))  # VAEDecoder or a module
     if "text_encoder" not in sources:
         sources["text_encoder"] = None if encoder is None else getattr(encoder, "name", type(encoder).__name__)
-    policy = parse_cache(settings.get("cache"))
-    record = {**sources, **{k: settings.get(k) for k in SAMPLE_SETTINGS},
-              "cache": None if policy is None else policy.spec(), "batch_size": batch_size,
-              "sample_shape": list(model.sample_shape(settings.get("num_frames")))}
+    policy = parse_cache(cache)
+    record = {**sources, **settings_record(model, sampling, runtime, condition),
+              "cache": None if policy is None else policy.spec(), "batch_size": runtime.batch_size or DEFAULT_BATCH,
+              "sample_shape": list(model.sample_shape(sampling.num_frames))}
+    labels, prompts = _per_seed(condition.labels, len(seeds)), _per_seed(condition.prompts, len(seeds))
     if labels is not None:
         record["labels"] = {str(s): int(y) for s, y in zip(seeds, labels)}
     if prompts is not None:
@@ -107,27 +120,35 @@ def run_settings(model, seeds: Sequence[int], *, labels: Sequence[int] | None, p
     return fingerprint(record)
 
 
+def _per_seed(values, n: int) -> list | None:
+    """Labels or prompts given one per seed (sample-many names its files by them), or None."""
+    if values is None:
+        return None
+    if isinstance(values, (int, str)) or len(values) != n:
+        count = 1 if isinstance(values, (int, str)) else len(values)
+        raise UserError(f"sample-many takes one label or prompt per seed: {count} for {n} seeds")
+    return list(values)
+
+
 def sample_many(
-    model, seeds: Sequence[int], out_dir: str | os.PathLike, *, labels: Sequence[int] | None = None,
-    prompts: Sequence[str] | None = None, batch_size: int = 16, device: str = "auto", pack: bool = True,
-    progress: bool = True, overwrite: bool = False, sources: Mapping | None = None, **settings,
+    model, seeds: Sequence[int], out_dir: str | os.PathLike, condition: Condition | None = None, *,
+    sampling: Sampling = Sampling(), runtime: Runtime = Runtime(), cache=None, vae=None, pack: bool = True,
+    progress: bool = True, overwrite: bool = False, sources: Mapping | None = None,
 ) -> Path:
-    """Sample every seed (labels or prompts given per seed, as :func:`skipdit.generate` takes them) into
-    ``out_dir``; returns the ``.npz`` path (or the samples folder with ``pack=False``). ``settings`` go to
-    :func:`skipdit.generate` (sampler, steps, cache, cfg_scale, vae, text_encoder, ...); ``sources`` name the
-    model files (:func:`run_settings`). A folder holding samples made with other settings is refused unless
-    ``overwrite``, which first removes what sample-many wrote there."""
+    """Sample every seed into ``out_dir`` (``condition``: labels or prompts given per seed); returns the ``.npz``
+    path (or the samples folder with ``pack=False``). ``runtime.device`` defaults to this process's GPU, else the
+    CPU, and ``runtime.batch_size`` to :data:`DEFAULT_BATCH`; ``progress`` shows a bar over the seeds (the
+    runtime's per-step bar stays off). ``sources`` name the model files (:func:`run_settings`). A folder holding
+    samples made with other settings is refused unless ``overwrite``, which first removes what sample-many wrote
+    there."""
+    condition = condition or Condition()
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
         raise UserError("seeds must be unique: each names one sample file")
-    if labels is not None and len(labels) != len(seeds):
-        raise UserError(f"{len(labels)} labels for {len(seeds)} seeds")
-    if prompts is not None and len(prompts) != len(seeds):
-        raise UserError(f"{len(prompts)} prompts for {len(seeds)} seeds")
-    if batch_size < 1:
-        raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    record = run_settings(model, seeds, labels=labels, prompts=prompts, batch_size=batch_size, sources=sources,
-                          **settings)  # before any file is touched: it also checks the cache spec and frames
+    labels, prompts = _per_seed(condition.labels, len(seeds)), _per_seed(condition.prompts, len(seeds))
+    batch_size = runtime.batch_size or DEFAULT_BATCH
+    record = run_settings(model, seeds, condition, sampling=sampling, runtime=runtime, cache=cache, vae=vae,
+                          sources=sources)  # before any file is touched: it also checks the cache spec and frames
     out = Path(out_dir)
     if not overwrite:
         record = _merged_settings(out, record)  # every rank refuses alike, before anything is written
@@ -140,9 +161,10 @@ def sample_many(
             _remove_temporary(out)  # a killed run's; no other rank writes yet (the barrier below)
             atomic_write(out / SETTINGS_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
         barrier(world)
-        device = resolve_device(device, local_rank)
+        device = resolve_device(runtime.device or "auto", local_rank)
         model = model.to(device)
-        video = len(model.sample_shape(settings.get("num_frames"))) == 4
+        batch_runtime = runtime.replace(device=device, batch_size=None, progress=False)
+        video = len(model.sample_shape(sampling.num_frames)) == 4
         paths = [sample_path(out, s, None if labels is None else int(labels[k]), video) for k, s in enumerate(seeds)]
         batches = [range(lo, min(lo + batch_size, len(seeds))) for lo in range(0, len(seeds), batch_size)]
         mine = [b for j, b in enumerate(batches) if j % world == rank]
@@ -150,10 +172,11 @@ def sample_many(
         bar = tqdm(total=sum(len(b) for b in mine), initial=sum(len(b) for b in mine) - sum(len(b) for b in todo),
                    desc=f"sampling (rank {rank})", disable=not progress, dynamic_ncols=True)
         for batch in todo:
-            result = generate(
-                model, [seeds[k] for k in batch], None if labels is None else [int(labels[k]) for k in batch],
-                prompts=None if prompts is None else [prompts[k] for k in batch], device=device, **settings,
-            )
+            part = dataclasses.replace(
+                condition, labels=None if labels is None else [int(labels[k]) for k in batch],
+                prompts=None if prompts is None else [prompts[k] for k in batch])
+            result = generate(model, [seeds[k] for k in batch], part, sampling=sampling, runtime=batch_runtime,
+                              cache=cache, vae=vae)
             for k, sample in zip(batch, result.images):
                 _write(paths[k], sample)
             _log(out / f"log-rank{rank}.jsonl", [seeds[k] for k in batch], result)

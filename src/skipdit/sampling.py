@@ -1,26 +1,151 @@
 """``generate()``: seeds -> noise -> conditioning -> guidance -> sampler (+ cache) -> decode.
 
+    out = generate(model, seeds=range(8), condition=Condition(labels=207),
+                   sampling=Sampling(sampler="ddim", steps=50, guidance_scale=4.0),
+                   runtime=Runtime(device="cuda", precision="bf16"), cache="c2i:N=2", vae=vae)
+
+:class:`Sampling` says how to sample and :class:`Runtime` where and how fast; each holds its defaults, the
+only ones: every subcommand, the bench and tuning build these two instead of keeping their own.
+
 Sample *i* depends only on seed *i* (its own noise generator), never on the batch it lands in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import numbers
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from .cache import CachePolicy, CacheStats, parse_cache
-from .diffusion import SAMPLERS, GaussianDiffusion, SeededNoise, classifier_free_guidance, sample
+from .diffusion import SAMPLERS, GaussianDiffusion, SeededNoise, classifier_free_guidance, sample, space_timesteps
+from .diffusion.guidance import CFG_MODES
 from .distributed import check_device
 from .errors import UserError
 from .io import to_uint8, video_to_uint8
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_STEPS = {"ddpm": 250, "ddim": 50}  # the official samplers of DiT (ADM DDPM-250) and Latte (DDIM-50)
+DEFAULT_GUIDANCE = 4.0  # the official DiT sampling scale (reference §C)
+
+T = TypeVar("T")
+
+
+def cycle(values: Sequence[T], n: int) -> list[T]:
+    """``values`` repeated to length ``n`` (labels and prompts are cycled over the seeds)."""
+    if not values:
+        raise UserError("nothing to cycle over the seeds")
+    return [values[k % len(values)] for k in range(n)]
+
+
+def _check_int(value, name: str, *, minimum: int) -> None:
+    """``value`` is None (the default) or an integer >= ``minimum`` (a bool is not a count)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample: the sampler, its steps, guidance, and the frames of a video.
+
+    ``steps`` respaces the 1000-step chain ADM-style (default: 250 for ddpm, 50 for ddim); ``respacing``
+    overrides it (``"ddim50"``, ``"leading100+1"``). ``guidance_scale`` defaults to 4 for conditional models
+    and is off (1) for unconditional ones; ``guidance_mode="dit_legacy"`` guides 3 channels as the official
+    DiT does; ``batched_guidance=False`` runs cond and uncond as two calls of N instead of one of 2N.
+    ``num_frames``: frames of a video model (default: as many as it was trained on).
+    """
+
+    sampler: str = "ddpm"
+    steps: int | None = None
+    respacing: str | None = None
+    eta: float = 0.0
+    guidance_scale: float | None = None
+    guidance_mode: str = "all"
+    batched_guidance: bool = True
+    num_frames: int | None = None
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLERS)}")
+        _check_int(self.steps, "steps", minimum=1)
+        _check_int(self.num_frames, "num_frames", minimum=1)
+        if not isinstance(self.eta, numbers.Real) or not math.isfinite(self.eta) or self.eta < 0:
+            raise UserError(f"eta must be a finite number >= 0, got {self.eta}")
+        if self.eta and self.sampler != "ddim":
+            raise UserError(f"eta applies to the ddim sampler only, not {self.sampler}")
+        scale = self.guidance_scale
+        if scale is not None and (not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale < 1):
+            raise UserError(f"guidance scale must be a finite number >= 1 (1 disables guidance), got {scale}")
+        if self.guidance_mode not in CFG_MODES:
+            raise UserError(f"unknown guidance mode {self.guidance_mode!r}; valid: {', '.join(CFG_MODES)}")
+        if self.respacing is not None:
+            space_timesteps(1000, self.respacing)  # a malformed respacing fails here, naming the valid forms
+
+    @property
+    def num_steps(self) -> int:
+        return DEFAULT_STEPS[self.sampler] if self.steps is None else self.steps
+
+    @property
+    def timestep_respacing(self) -> str:
+        """The respacing of the 1000-step chain this samples on."""
+        return self.respacing or str(self.num_steps)
+
+    def guidance_for(self, model) -> float:
+        """The scale used on ``model``: the default is off for an unconditional model."""
+        unconditional = model.conditioning == "class" and not model.num_classes
+        if self.guidance_scale is None:
+            return 1.0 if unconditional else DEFAULT_GUIDANCE
+        if unconditional and self.guidance_scale != 1.0:
+            raise UserError("classifier-free guidance needs a conditional model; use guidance_scale 1")
+        return float(self.guidance_scale)
+
+    def diffusion(self, model) -> GaussianDiffusion:
+        return GaussianDiffusion.create(self.timestep_respacing, learn_sigma=model.learn_sigma)
+
+    def replace(self, **changes) -> Sampling:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how fast: ``device`` (default: where the model is; the model is moved there), autocast
+    ``precision`` (``fp32``, ``bf16``, ``fp16``), ``compile`` (regional: each repeated block, once, in place),
+    ``batch_size`` (default: all seeds in one batch) and a ``progress`` bar."""
+
+    device: str | torch.device | None = None
+    precision: str = "fp32"
+    compile: bool = False
+    batch_size: int | None = None
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        _check_int(self.batch_size, "batch size", minimum=1)
+
+    def replace(self, **changes) -> Runtime:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What to sample: class ``labels`` (one, or one per seed) for class models; ``prompts`` (cycled over the
+    seeds), the ``negative_prompt`` of the unconditional branch (the official default is ``""``) and the
+    ``text_encoder`` (:func:`skipdit.text.load_text_encoder`) for text models; nothing for unconditional ones."""
+
+    labels: int | Sequence[int] | None = None
+    prompts: str | Sequence[str] | None = None
+    negative_prompt: str = ""
+    text_encoder: object = None
 
 
 @dataclass
@@ -44,106 +169,95 @@ class Generation:
 
 
 def generate(
-    model, seeds: Sequence[int], labels: Sequence[int] | int | None = None, *,
-    prompts: Sequence[str] | str | None = None, negative_prompt: str = "", text_encoder=None,
-    num_frames: int | None = None, sampler: str = "ddpm", steps: int = 250, respacing: str | None = None,
-    eta: float = 0.0, cfg_scale: float = 1.0, cfg_mode: str = "all", cfg_batched: bool = True,
-    cache: str | CachePolicy | None = None, vae=None, batch_size: int | None = None,
-    device: str | torch.device | None = None, precision: str = "fp32", compile: bool = False,
-    progress: bool = False, callback: Callable | None = None,
+    model, seeds: Sequence[int], condition: Condition | int | Sequence[int] | None = None, *,
+    sampling: Sampling = Sampling(), runtime: Runtime = Runtime(), cache: str | CachePolicy | None = None,
+    vae=None, callback: Callable | None = None,
 ) -> Generation:
-    """Sample one image (or video) per seed.
+    """Sample one image (or video) per seed with ``model`` (any :class:`skipdit.protocol.DiffusionModel`).
 
-    Class models (DiT, Latte) take ``labels``; text models (Latte-T2V) take ``prompts`` (cycled over the
-    seeds), a ``negative_prompt`` for the unconditional branch (the official default is ``""``) and a
-    ``text_encoder`` (:func:`skipdit.text.load_text_encoder`). Video models make ``num_frames`` frames
-    (default: as many as the model was trained on).
-
-    ``steps`` respaces the 1000-step chain ADM-style (``respacing`` overrides it, e.g. ``"ddim50"``).
-    ``cache`` is a policy or a spec string such as ``"c2i:N=2"``. ``vae`` decodes latents (see
-    :mod:`skipdit.vae`); without it the model is taken to be pixel-space. ``precision`` is ``fp32``,
-    ``bf16`` or ``fp16`` autocast; ``compile`` compiles each block with ``torch.compile`` (in place).
+    ``condition`` is a :class:`Condition`, or class labels alone. ``cache`` is a policy or a spec string such
+    as ``"c2i:N=2"``. ``vae`` decodes latents (see :mod:`skipdit.vae`); without it the model is taken to be
+    pixel-space. ``callback(step, x, x0)`` sees every step. The model is moved to ``runtime.device`` and its
+    training mode is restored afterwards.
     """
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise UserError("no seeds given")
-    check_settings(seeds=seeds, sampler=sampler, steps=steps, eta=eta, cfg_scale=cfg_scale, batch_size=batch_size,
-                   num_frames=num_frames)
-    # checked before the model moves or anything is drawn; default: where the model is
-    device = check_device(device) if device is not None else next(model.parameters()).device
-    conditions = _conditions(model, len(seeds), labels, prompts, negative_prompt, text_encoder, cfg_scale)
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     policy = parse_cache(cache)
     if policy is not None:
-        policy.check_model(model)
+        policy.check_model(model)  # before the model moves or the text encoder runs
     if vae is not None and vae.latent_channels != model.in_channels:
         raise UserError(f"the VAE has {vae.latent_channels} latent channels, the model takes {model.in_channels}")
-    shape = model.sample_shape(num_frames)
-    diffusion = GaussianDiffusion.create(respacing or str(steps), learn_sigma=model.config.learn_sigma)
-    model = model.to(device).eval()
-    if compile:
-        _compile_blocks(model)
-    batch_size = len(seeds) if batch_size is None else batch_size
-
-    samples, seconds, stats = [], 0.0, None
-    for start in range(0, len(seeds), batch_size):
-        rows = slice(start, start + batch_size)
-        chunk = seeds[rows]
-        cond, uncond = conditions.take(rows, device)
-        noise = SeededNoise(chunk)
-        x = noise(torch.empty(len(chunk), *shape, device=device))
-        state = policy.start(model, diffusion.sampling_timesteps()) if policy is not None else None
-        model_fn = _denoiser(model, cond, uncond, state, cfg_scale, cfg_mode, cfg_batched)
-        _sync(device)
-        tic = time.perf_counter()
-        with torch.inference_mode(), _autocast(device, precision):
-            out = sample(
-                sampler, model_fn, x, diffusion, eta=eta, noise=noise, callback=callback, cache_state=state,
-                progress=progress,
-            )
-        _sync(device)
-        seconds += time.perf_counter() - tic
-        samples.append(out.float().cpu())
-        run_stats = state.stats if state is not None else CacheStats.uncached(diffusion.num_steps, model.num_units)
-        stats = run_stats if stats is None else stats + run_stats
-
-    latents = torch.cat(samples)
-    decoded = latents if vae is None else _decode(vae, latents, batch_size)
-    if decoded.ndim == 5 and getattr(model.config, "num_frames", None) == 1:
+    run = denoise(model, seeds, condition, sampling=sampling, runtime=runtime, callback=callback,
+                  start_cache=None if policy is None else lambda timesteps: policy.start(model, timesteps))
+    decoded = run.latents if vae is None else _decode(vae, run.latents, runtime.batch_size or len(run.seeds))
+    if decoded.ndim == 5 and model.num_frames == 1:
         decoded = decoded[:, :, 0]  # a video model made for one frame is an image model (text-to-image)
     pixels = video_to_uint8(decoded) if decoded.ndim == 5 else to_uint8(decoded)
-    return Generation(pixels, latents, seeds, conditions.labels, conditions.prompts, seconds, stats,
+    return Generation(pixels, run.latents, run.seeds, run.labels, run.prompts, run.seconds, run.stats,
                       policy and policy.spec())
 
 
-def check_settings(
-    *, seeds: Sequence[int] = (0,), sampler: str = "ddpm", steps: int = 250, eta: float = 0.0,
-    cfg_scale: float = 1.0, batch_size: int | None = None, num_frames: int | None = None,
-) -> None:
-    """One :class:`UserError` for a setting :func:`generate` cannot use. Without it ``steps=0`` fails deep in
-    the respacing with a message about specs, ``batch_size=0`` runs nothing and NaN guidance or eta runs to the
-    end and decodes all-black images."""
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
-    _check_int(steps, "steps", minimum=1)
-    _check_int(batch_size, "batch size", minimum=1)
-    _check_int(num_frames, "num_frames", minimum=1)
-    if not math.isfinite(eta) or eta < 0:
-        raise UserError(f"eta must be a finite number >= 0, got {eta}")
-    if not math.isfinite(cfg_scale) or cfg_scale < 1:
-        raise UserError(f"guidance scale must be a finite number >= 1 (1 disables guidance), got {cfg_scale}")
+@dataclass
+class Denoised:
+    """What :func:`denoise` returns: the sampler's outputs and the run's account."""
+
+    latents: torch.Tensor  # float (N, C, [F,] h, w) on the CPU
+    seeds: list[int]
+    labels: list[int] | None
+    prompts: list[str] | None
+    seconds: float
+    stats: CacheStats
+
+
+def denoise(
+    model, seeds: Sequence[int], condition: Condition | int | Sequence[int] | None = None, *,
+    sampling: Sampling = Sampling(), runtime: Runtime = Runtime(), start_cache: Callable | None = None,
+    callback: Callable | None = None,
+) -> Denoised:
+    """The sampling loops of :func:`generate`, without decoding. ``start_cache(timesteps)`` makes the cache
+    of one batch: anything with ``begin_step(k)``, ``branch(name)`` (what the model's forward gets as
+    ``cache=``) and ``stats``, such as a :class:`~skipdit.cache.CacheState`, or the recorders of
+    :mod:`skipdit.tuning`."""
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise UserError("no seeds given")
     bad = next((s for s in seeds if not -(2**63) <= s <= 2**64 - 1), None)  # what torch.Generator takes
     if bad is not None:
         raise UserError(f"seed {bad} is out of range: torch takes seeds in -2**63..2**64-1")
-
-
-def _check_int(value, name: str, *, minimum: int) -> None:
-    """``value`` is None (the default) or an integer >= ``minimum`` (a bool is not a count)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if not isinstance(condition, Condition):
+        condition = Condition(labels=condition)
+    scale = sampling.guidance_for(model)
+    # checked before the model moves or anything is drawn; default: where the model is
+    device = check_device(runtime.device) if runtime.device is not None else next(model.parameters()).device
+    conditions = _conditions(model, len(seeds), condition, scale)
+    shape = model.sample_shape(sampling.num_frames)
+    diffusion = sampling.diffusion(model)
+    batch_size = runtime.batch_size or len(seeds)
+    was_training = model.training
+    model = model.to(device).eval()
+    if runtime.compile:
+        _compile_blocks(model)
+    latents, seconds, stats = [], 0.0, None
+    try:
+        for start in range(0, len(seeds), batch_size):
+            rows = slice(start, start + batch_size)
+            chunk = seeds[rows]
+            cond, uncond = conditions.take(rows, device)
+            noise = SeededNoise(chunk)
+            x = noise(torch.empty(len(chunk), *shape, device=device))
+            state = start_cache(diffusion.sampling_timesteps()) if start_cache is not None else None
+            model_fn = _denoiser(model, cond, uncond, state, scale, sampling)
+            _sync(device)
+            tic = time.perf_counter()
+            with torch.inference_mode(), _autocast(device, runtime.precision):
+                out = sample(sampling.sampler, model_fn, x, diffusion, eta=sampling.eta, noise=noise,
+                             callback=callback, cache_state=state, progress=runtime.progress)
+            _sync(device)
+            seconds += time.perf_counter() - tic
+            latents.append(out.float().cpu())
+            run_stats = state.stats if state is not None else CacheStats.uncached(diffusion.num_steps, model.num_units)
+            stats = run_stats if stats is None else stats + run_stats
+    finally:
+        model.train(was_training)
+    return Denoised(torch.cat(latents), seeds, conditions.labels, conditions.prompts, seconds, stats)
 
 
 @dataclass
@@ -160,34 +274,33 @@ class _Conditions:
         return cut(self.cond), cut(self.uncond)
 
 
-def _conditions(model, n, labels, prompts, negative_prompt, text_encoder, cfg_scale) -> _Conditions:
-    if getattr(model, "conditioning", "class") == "text":
+def _conditions(model, n: int, condition: Condition, scale: float) -> _Conditions:
+    labels, prompts = condition.labels, condition.prompts
+    if model.conditioning == "text":
         if labels is not None:
-            raise UserError("this is a text-to-video model: pass prompts, not class labels")
+            raise UserError(f"this is a {model.task} model: pass prompts, not class labels")
         if prompts is None:
             raise UserError("this is a text-conditioned model: pass prompts")
-        if text_encoder is None:
+        if condition.text_encoder is None:
             raise UserError("a text-conditioned model needs a text encoder (skipdit.text.load_text_encoder)")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise UserError("no prompts given")
-        prompts = [prompts[k % len(prompts)] for k in range(n)]
-        emb, mask = text_encoder.encode(prompts)
-        neg_emb, neg_mask = text_encoder.encode([negative_prompt])
+        prompts = cycle(prompts, n)
+        emb, mask = condition.text_encoder.encode(prompts)
+        neg_emb, neg_mask = condition.text_encoder.encode([condition.negative_prompt])
         uncond = (neg_emb.expand(n, -1, -1), neg_mask.expand(n, -1))
         return _Conditions((emb, mask), uncond, prompts=prompts)
     if prompts is not None:
         raise UserError("this is a class-conditional model: pass class labels, not prompts")
-    num_classes = getattr(model.config, "num_classes", 0)
+    num_classes = model.num_classes
     if not num_classes:
         if labels is not None:
             raise UserError("this model is unconditional: it takes no class labels")
-        if cfg_scale != 1.0:
-            raise UserError("classifier-free guidance needs a conditional model; use cfg_scale 1")
         return _Conditions((None,), (None,))
     if labels is None:
         raise UserError(f"this model is class-conditional: pass labels (0..{num_classes - 1})")
-    labels = [int(labels)] * n if isinstance(labels, int) else [int(y) for y in labels]
+    labels = [int(labels)] * n if isinstance(labels, numbers.Integral) else [int(y) for y in labels]
     if len(labels) != n:
         raise UserError(f"{len(labels)} labels for {n} seeds")
     bad = [y for y in labels if not 0 <= y < num_classes]
@@ -197,13 +310,14 @@ def _conditions(model, n, labels, prompts, negative_prompt, text_encoder, cfg_sc
     return _Conditions((y,), (torch.full_like(y, model.null_label),), labels=labels)
 
 
-def _denoiser(model, cond, uncond, state, cfg_scale, cfg_mode, cfg_batched):
-    """The sampler's ``model_fn(x, t)``: the model with this run's cache state, guided."""
+def _denoiser(model, cond, uncond, state, scale: float, sampling: Sampling):
+    """The sampler's ``model_fn(x, t)``: the model with this run's cache state (per guidance branch), guided."""
 
-    def cached(x, t, *c):
-        return model(x, t, *c, cache=state)
+    def cached(x, t, *c, branch: str):
+        return model(x, t, *c, cache=None if state is None else state.branch(branch))
 
-    guided = classifier_free_guidance(cached, cfg_scale, model.in_channels, mode=cfg_mode, batched=cfg_batched)
+    guided = classifier_free_guidance(cached, scale, model.in_channels, mode=sampling.guidance_mode,
+                                      batched=sampling.batched_guidance)
     return lambda x, t: guided(x, t, cond, uncond)
 
 
@@ -228,13 +342,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-BLOCK_LISTS = ("blocks", "transformer_blocks", "temporal_transformer_blocks")
+_COMPILED: weakref.WeakSet = weakref.WeakSet()  # blocks compiled in place by an earlier run
 
 
 def _compile_blocks(model) -> None:
     """Regional compilation: each block is compiled on its own, so caches that run a subset of the
     blocks, or swap in a cached hidden state, never trigger a recompile of a whole-model graph."""
-    for block in (b for name in BLOCK_LISTS for b in getattr(model, name, ())):
-        if not getattr(block, "_skipdit_compiled", False):
+    for block in model.repeated_blocks():
+        if block not in _COMPILED:
             block.compile()
-            block._skipdit_compiled = True
+            _COMPILED.add(block)

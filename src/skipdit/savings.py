@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 
 from .cache import CachePolicy, CacheStats, SkipCache, parse_cache
-from .diffusion import GaussianDiffusion
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,14 @@ def _why_all_full(policy: CachePolicy | None) -> str:
     return "the schedule has no cached step for these timesteps"
 
 
-def warn_if_plan_saves_nothing(spec: str | None, model, steps: int, respacing: str | None = None) -> str | None:
-    """Before a run of ``model`` (``steps`` respaced ADM-style, or ``respacing``) with cache ``spec``: warn if
-    its plan saves nothing; return the reason. Nothing for no cache or a policy that decides at run time."""
+def warn_if_plan_saves_nothing(spec: str | None, model, sampling) -> str | None:
+    """Before a run of ``model`` with cache ``spec`` and :class:`~skipdit.sampling.Sampling` settings
+    ``sampling``: warn if its plan saves nothing; return the reason. Nothing for no cache or a policy that
+    decides at run time."""
     policy = parse_cache(spec)
     if policy is None:
         return None
-    timesteps = GaussianDiffusion.create(respacing or str(steps)).sampling_timesteps()
+    timesteps = sampling.diffusion(model).sampling_timesteps()
     return warn_if_saves_nothing(spec, planned_stats(policy, timesteps, model.num_units), policy)
 
 

@@ -123,14 +123,17 @@ class DiffusersPeer(nn.Module):
 
     ``options`` go to the diffusers config (``PyramidAttentionBroadcastConfig``, ``FirstBlockCacheConfig``,
     ``MagCacheConfig``, ``FasterCacheConfig``) over the defaults above; the timestep callbacks belong to
-    the peer. Use it as the model of :func:`skipdit.generate` with ``cache=None``.
+    the peer. Use it as the model of :func:`skipdit.generate` with ``cache=None``. It implements the model
+    protocol (:class:`skipdit.protocol.DiffusionModel`) by asking the model it converts, except the unit
+    seams, which belong to diffusers' hooks here: skipdit's caches cannot act on a peer.
     """
 
-    has_long_skips = False
+    has_long_skips = False  # diffusers' transformers have none
+    sublayers: tuple[str, ...] = ()  # no skipdit memo reaches diffusers' attention modules
 
     def __init__(self, model: nn.Module, method: str, **options: Any):
         super().__init__()
-        family = getattr(getattr(model, "config", None), "family", type(model).__name__)
+        family = model.config.family
         valid = "; ".join(f"{name}: {', '.join(methods)}" for name, methods in METHODS.items())
         if family not in METHODS or method not in METHODS[family]:
             raise UserError(f"no diffusers peer {method!r} for {family}; the pairs that work (peers §2.5): {valid}")
@@ -138,12 +141,7 @@ class DiffusersPeer(nn.Module):
             raise UserError("diffusers' transformers have no long skips: a diffusers peer wraps a vanilla model")
         lib = _diffusers()
         self.family, self.method = family, method
-        self.config = model.config
-        self.conditioning: str = model.conditioning
-        self.null_label: int | None = getattr(model, "null_label", None)
-        self.in_channels: int = model.in_channels
-        self.num_units: int = model.num_units
-        self._sample_shape = model.sample_shape
+        self.__dict__["model"] = model  # the model it stands in for, not a submodule (its weights are converted)
         self.transformer = _build_dit(model) if family == "DiT" else _build_latte_t2v(model, lib)
         self._timestep: int | None = None  # of the current call: what the timestep callbacks read
         self._pass = 0  # index of the current call within its denoising step
@@ -155,9 +153,29 @@ class DiffusersPeer(nn.Module):
         self._options = self._enable(lib, dict(options))
         self._install_counters()
 
-    # -- what generate() and guidance read ------------------------------------------------------------
+    # -- the model protocol: what generate(), guidance and the bench read ---------------------------------
+    config = property(lambda self: self.model.config)
+    task = property(lambda self: self.model.task)
+    conditioning = property(lambda self: self.model.conditioning)
+    num_classes = property(lambda self: self.model.num_classes)
+    null_label = property(lambda self: self.model.null_label)
+    in_channels = property(lambda self: self.model.in_channels)
+    learn_sigma = property(lambda self: self.model.learn_sigma)
+    num_frames = property(lambda self: self.model.num_frames)
+    num_units = property(lambda self: self.model.num_units)
+
     def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
-        return self._sample_shape(num_frames)
+        return self.model.sample_shape(num_frames)
+
+    def run_units(self, h, ctx, start=0, stop=None, skips=None, memo=None):
+        raise UserError("a diffusers peer brings its own cache: skipdit's caches cannot run its units")
+
+    def first_block_input(self, h, ctx):
+        raise UserError("a diffusers peer brings its own cache: skipdit's caches cannot read its blocks")
+
+    def repeated_blocks(self):
+        for name in _BLOCK_LISTS:
+            yield from getattr(self.transformer, name, ())
 
     # -- cache setup ----------------------------------------------------------------------------------
     def _enable(self, lib, options: dict[str, Any]) -> dict[str, Any]:
@@ -197,10 +215,9 @@ class DiffusersPeer(nn.Module):
                 self._counts[key] += 1
             return hook
 
-        for name in _BLOCK_LISTS:
-            for block in getattr(self.transformer, name, ()):
-                block.register_forward_pre_hook(count("block_calls"))
-                block.attn1.register_forward_pre_hook(count("blocks_run"))
+        for block in self.repeated_blocks():
+            block.register_forward_pre_hook(count("block_calls"))
+            block.attn1.register_forward_pre_hook(count("blocks_run"))
         for module in self.transformer.modules():
             if isinstance(module, Attention):
                 module.register_forward_pre_hook(count("attention_calls"))
@@ -346,18 +363,16 @@ def _build_latte_t2v(model: nn.Module, lib) -> nn.Module:
     return target.to(device=param.device, dtype=param.dtype).eval()
 
 
-def calibrate_magcache(
-    model: nn.Module, seeds: Sequence[int], labels: Sequence[int] | int | None = None, *, steps: int = 250,
-    respacing: str | None = None, **generate_kwargs: Any,
-) -> list[float]:
+def calibrate_magcache(model: nn.Module, seeds: Sequence[int], condition=None, *, sampling=None,
+                       runtime=None) -> list[float]:
     """MagCache's magnitude ratios for ``model`` under this sampler: one calibration run (diffusers'
     ``calibrate=True``, which skips nothing) per batch of ``seeds``, with the ratios computed as diffusers
     does, ``mean_tokens(|r_k| / (|r_{k-1}| + 1e-8))`` of the residual r = last block out - first block in,
     1.0 at the first step, averaged over runs and guidance passes. Pass them as ``mag_ratios``."""
-    from ..diffusion import GaussianDiffusion
-    from ..sampling import generate
+    from ..sampling import Runtime, Sampling, generate
 
-    num_steps = GaussianDiffusion.create(respacing or str(steps)).num_steps
+    sampling, runtime = sampling or Sampling(), runtime or Runtime()
+    num_steps = sampling.diffusion(model).num_steps
     peer = DiffusersPeer(model, "magcache", calibrate=True, num_inference_steps=num_steps)
     blocks = peer.transformer.transformer_blocks
     head_input: dict[tuple[int, int], torch.Tensor] = {}
@@ -381,7 +396,7 @@ def calibrate_magcache(
                blocks[-1].register_forward_hook(after_tail)]
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # diffusers prints the same ratios
-            generate(peer, seeds, labels, steps=steps, respacing=respacing, **generate_kwargs)
+            generate(peer, seeds, condition, sampling=sampling, runtime=runtime)
     finally:
         for handle in handles:
             handle.remove()

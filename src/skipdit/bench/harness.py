@@ -30,12 +30,13 @@ from tqdm.auto import tqdm
 
 from ..cache import TeaCache, parse_cache
 from ..cache.skip_cache import PRESETS as SKIP_PRESETS
-from ..cache.teacache import calibrate as teacache_calibrate
 from ..errors import UserError
 from ..metrics import psnr, ssim
 from ..metrics.fidelity import SSIM_WINDOW
-from ..sampling import Generation, generate
+from ..models import DiT, Latte, LatteT2V
+from ..sampling import Condition, Generation, Runtime, Sampling, cycle, generate
 from ..timing import interleaved
+from ..tuning import calibrate_teacache
 
 
 class NotApplicable(Exception):
@@ -165,13 +166,24 @@ class Counted:
     features: list[torch.Tensor]
 
 
+def _output_layer(model) -> torch.nn.Module:
+    """The layer the final hidden state enters: ours (DiT, Latte: ``final_layer``; Latte-T2V: ``norm_out``), or
+    a diffusers peer's transformer's (``norm_out``)."""
+    from .diffusers_peers import DiffusersPeer
+
+    if isinstance(model, DiffusersPeer):
+        return model.transformer.norm_out
+    if isinstance(model, (DiT, Latte)):
+        return model.final_layer
+    if isinstance(model, LatteT2V):
+        return model.norm_out
+    raise TypeError(f"the bench does not know the output layer of {type(model).__name__}")
+
+
 @contextmanager
 def _features_entering_head(model, into: list[torch.Tensor]):
-    """Record the hidden state entering the output layer (``final_layer`` / ``norm_out``) at each call."""
-    target = getattr(model, "final_layer", None) or getattr(model, "norm_out", None)
-    if target is None:
-        yield
-        return
+    """Record the hidden state entering ``model``'s output layer at each call."""
+    target = _output_layer(model)
     handle = target.register_forward_pre_hook(lambda _m, args: into.append(args[0].detach().float().cpu()))
     try:
         yield
@@ -183,7 +195,7 @@ def counted_run(model, run: Callable[[], Generation]) -> Counted:
     """``run()`` under the FLOP counter (attention through the math kernel, so it is counted), recording
     the features that enter ``model``'s output layer (a diffusers peer's: its transformer's)."""
     recorded: list[torch.Tensor] = []
-    recorder = _features_entering_head(getattr(model, "transformer", model), recorded)
+    recorder = _features_entering_head(model, recorded)
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), recorder:
         out = run()
     return Counted(out, counter.get_total_flops() / 2, recorded)
@@ -205,7 +217,9 @@ class Bench:
     models: dict[str, object]  # "model" / "baseline" -> model
     names: dict[str, str]  # the same keys -> display names
     seeds: Sequence[int]
-    settings: dict  # generate() keyword arguments (labels / prompts, sampler, steps, cfg ...)
+    condition: Condition  # labels or prompts of the seeds
+    sampling: Sampling
+    runtime: Runtime = Runtime()
     repeats: int = 2
     evaluator: object | None = None  # DigitsEvaluator for digits models
     lpips_model: object | None = None
@@ -222,29 +236,35 @@ class Bench:
         if self.evaluator is not None and len(self.seeds) < 2:
             raise UserError(f"{len(self.seeds)} seed: the digits evaluator's Fréchet distance needs at least 2")
 
+    def generate(self, model, cache=None, sampling: Sampling | None = None) -> Generation:
+        """One run of ``model`` on the bench's seeds and settings."""
+        return generate(model, self.seeds, self.condition, sampling=sampling or self.sampling,
+                        runtime=self.runtime, cache=cache)
+
     def reference(self, on: str) -> Counted:
         if on not in self.references:
             model = self.models[on]
-            generate(model, self.seeds, **{**self.settings, "respacing": "2"})  # warm-up at the full batch
-            self.references[on] = counted_run(model, lambda: generate(model, self.seeds, **self.settings))
+            self.generate(model, sampling=self.sampling.replace(respacing="2"))  # warm-up at the full batch
+            self.references[on] = counted_run(model, lambda: self.generate(model))
         return self.references[on]
 
     def run(self, method: Method, prepare: Callable[[Method, object], tuple[object, object, object]]) -> Row:
-        """One row. ``prepare(method, model)`` gives the module to sample with, its cache policy, and the
-        uncached module its timing is compared with (the model itself, or for a diffusers peer the same
+        """One row. ``prepare(method, model)`` gives the module to sample with (``net``), its cache policy, and
+        the uncached module its timing is compared with (the model itself, or for a diffusers peer the same
         diffusers transformer without a hook, so the speed-up measures the cache, not the implementation)."""
+        from .diffusers_peers import DiffusersPeer
+
         on = method.on if method.on in self.models else "model"
         model = self.models[on]
         try:
-            sampler, cache, uncached = prepare(method, model)
+            net, cache, uncached = prepare(method, model)
             if cache is not None:
                 cache.check_model(model)
         except (ValueError, ImportError) as err:
             raise NotApplicable(str(err).splitlines()[0]) from err
         ref = self.reference(on)
-        counted = counted_run(sampler, lambda: generate(sampler, self.seeds, cache=cache, **self.settings))
-        timed = interleaved({"uncached": lambda: generate(uncached, self.seeds, **self.settings),
-                             "cached": lambda: generate(sampler, self.seeds, cache=cache, **self.settings)},
+        counted = counted_run(net, lambda: self.generate(net, cache))
+        timed = interleaved({"uncached": lambda: self.generate(uncached), "cached": lambda: self.generate(net, cache)},
                             self.repeats, lambda run: run.seconds)
         out, base = counted.out, ref.out
         row = Row(method.label, method.family, method.setting, self.names[on],
@@ -255,10 +275,10 @@ class Bench:
                   full_steps=out.stats.full_steps, cached_steps=out.stats.cached_steps,
                   reused=", ".join(out.stats.reused), similarity=step_similarity(ref.features, counted.features),
                   batch_dependent=method.batch_dependent)
-        if hasattr(sampler, "report"):  # a diffusers peer: what its hooks reused
-            if not sampler.engaged:
-                raise NotApplicable(f"the diffusers hook never engaged here ({sampler.report().summary()})")
-            row.reused = sampler.report().summary()
+        if isinstance(net, DiffusersPeer):  # what its hooks reused
+            if not net.engaged:
+                raise NotApplicable(f"the diffusers hook never engaged here ({net.report().summary()})")
+            row.reused = net.report().summary()
             row.full_steps = row.cached_steps = None  # the hooks decide per block, not per step
         self._quality(row, out, on)
         return row
@@ -325,8 +345,8 @@ class Preparer:
     model on its own calibration seeds, never the evaluation seeds: TeaCache's polynomial (when the spec
     gives none) and MagCache's ratios."""
 
-    def __init__(self, settings: dict, calibration_seeds: Sequence[int]):
-        self.settings, self.seeds = settings, list(calibration_seeds)
+    def __init__(self, bench: Bench, calibration_seeds: Sequence[int]):
+        self.bench, self.seeds = bench, list(calibration_seeds)
         self._fits: dict[tuple[str, int], object] = {}
         self._plain: dict[int, object] = {}  # model -> its diffusers transformer without a hook
 
@@ -349,14 +369,16 @@ class Preparer:
     def _fit(self, what: str, model):
         key = (what, id(model))
         if key not in self._fits:
-            conditions = {k: v for k, v in self.settings.items()}
+            condition = self.bench.condition
             for name in ("labels", "prompts"):  # the calibration seeds get conditions the same way
-                if isinstance(conditions.get(name), list):
-                    conditions[name] = [conditions[name][k % len(conditions[name])] for k in range(len(self.seeds))]
+                values = getattr(condition, name)
+                if isinstance(values, (list, tuple)):
+                    condition = dataclasses.replace(condition, **{name: cycle(values, len(self.seeds))})
+            settings = dict(sampling=self.bench.sampling, runtime=self.bench.runtime)
             if what == "teacache":
-                self._fits[key] = teacache_calibrate(model, self.seeds, **conditions)[0]
+                self._fits[key] = calibrate_teacache(model, self.seeds, condition, **settings)[0]
             else:
                 from .diffusers_peers import calibrate_magcache
 
-                self._fits[key] = calibrate_magcache(model, self.seeds, **conditions)
+                self._fits[key] = calibrate_magcache(model, self.seeds, condition, **settings)
         return self._fits[key]

@@ -1,68 +1,29 @@
-"""Caches for DiT sampling. ``parse_cache("c2i:N=3")`` turns a spec string into a policy.
+"""Caches for DiT sampling. ``parse_cache("c2i:N=3")`` turns a spec string into a policy (the spec
+language: :mod:`skipdit.cache.families`); ``enable(pipe, spec)`` puts Skip-Cache on a foreign pipeline
+(:mod:`skipdit.cache.adapters`).
 
-Spec strings are ``FAMILY[:ARGS]``:
-
-* Skip-Cache: ``skip:N=3,b=1,start=700,stop=50`` (``stop<50`` for a strict reset test), the official
-  presets ``c2i``, ``c2v``, ``t2v``, ``t2i`` with the same keys as overrides (``c2i:N=4``), the official
-  text-to-video form ``t2v:N2-700-50``; ``adaptive:threshold=0.05`` refreshes from the shallow features.
-* Peers: ``fora:N=2``, ``delta:N=2,boundary=600``, ``deepcache:N=2,b=1`` (vanilla models),
-  ``pab:spatial=2,temporal=3,cross=6``, ``tgate:gate=10`` (text models), ``teacache:threshold=0.1``,
-  ``fbc:threshold=0.05``.
-* ``none``.
+This package imports nothing above it (no sampling, bench, cli, train or tuning): calibration and tuning,
+which sample, live in :mod:`skipdit.tuning`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from ..errors import UserError
-from ..registry import Registry
+from .adapters import disable, enable, stats
 from .adaptive import AdaptiveSkipCache
-from .base import CachePolicy, CacheState, CacheStats, StepPlan
+from .base import BRANCHES, Branch, CachePolicy, CacheState, CacheStats, StepPlan
 from .deepcache import DeepCacheDiT
 from .delta import DeltaDiT
+from .families import CACHE_FAMILIES, official_setting, parse_cache
 from .fbcache import FirstBlockCache
 from .fora import Fora
 from .pab import PyramidAttentionBroadcast
 from .schedule import interval_schedule
-from .skip_cache import PRESET_RESPACING, PRESET_UNITS, PRESETS, SkipCache, parse_skip_cache
+from .skip_cache import SkipCache
 from .teacache import TeaCache
 from .tgate import TGate
 
-# family name -> parser(family, args, full_spec) -> policy
-CACHE_FAMILIES: Registry[Callable[[str, str, str], CachePolicy]] = Registry("cache")
-for _family in PRESETS:
-    CACHE_FAMILIES.register(_family, parse_skip_cache)
-for _policy in (AdaptiveSkipCache, Fora, DeltaDiT, DeepCacheDiT, PyramidAttentionBroadcast, TGate, TeaCache,
-                FirstBlockCache):
-    CACHE_FAMILIES.register(_policy.family, _policy.parse)
-
-
-def parse_cache(spec: str | CachePolicy | None) -> CachePolicy | None:
-    """A policy from a spec string; ``None``, ``""`` and ``"none"`` mean no cache."""
-    if spec is None or isinstance(spec, CachePolicy):
-        return spec
-    text = spec.strip()
-    if text.lower() in ("", "none", "off"):
-        return None
-    family, _, args = text.partition(":")
-    try:
-        parser = CACHE_FAMILIES.get(family.strip())
-    except ValueError as err:
-        raise UserError(f"malformed cache spec {spec!r}: {err}") from None
-    return parser(family.strip(), args, spec)
-
-
-def official_setting(policy: CachePolicy) -> tuple[int, str]:
-    """(units L, timestep respacing) of the official model and sampler a preset was written for,
-    to plan a schedule without a model."""
-    return PRESET_UNITS.get(policy.family, 28), PRESET_RESPACING.get(policy.family, "250")
-
-
-from .adapters import disable, enable, stats  # noqa: E402  (adapters parse specs with parse_cache)
-
 __all__ = [
-    "CACHE_FAMILIES", "AdaptiveSkipCache", "CachePolicy", "CacheState", "CacheStats", "DeepCacheDiT", "DeltaDiT",
-    "FirstBlockCache", "Fora", "PyramidAttentionBroadcast", "SkipCache", "StepPlan", "TGate", "TeaCache",
-    "disable", "enable", "official_setting", "interval_schedule", "parse_cache", "stats",
+    "BRANCHES", "CACHE_FAMILIES", "AdaptiveSkipCache", "Branch", "CachePolicy", "CacheState", "CacheStats",
+    "DeepCacheDiT", "DeltaDiT", "FirstBlockCache", "Fora", "PyramidAttentionBroadcast", "SkipCache", "StepPlan",
+    "TGate", "TeaCache", "disable", "enable", "interval_schedule", "official_setting", "parse_cache", "stats",
 ]

@@ -21,15 +21,34 @@ samples of its batch (``decides_at_run_time``; docs/caches.md, "Batch dependence
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import UserError
-from .base import CachePolicy, LaggedScalar, StepPlan, relative_l1
+from .base import (
+    CachePolicy,
+    Key,
+    LaggedScalar,
+    StepPlan,
+    integer,
+    needs_long_skips,
+    number,
+    optional_integer,
+    relative_l1,
+)
 from .schedule import interval_schedule
 
-KEYS = {"threshold": "threshold", "b": "branch", "max": "max_interval", "start": "start_t", "stop": "stop_t"}
+KEYS = {"threshold": Key("threshold", number), "b": Key("branch", integer), "max": Key("max_interval", integer),
+        "start": Key("start_t", optional_integer), "stop": Key("stop_t", optional_integer)}
+
+
+@dataclass
+class AdaptiveState:
+    lagged: LaggedScalar = field(default_factory=LaggedScalar)  # the shallow change d, read one step late
+    since: int = 0  # steps since the last full step
+    deep: torch.Tensor | None = None  # the hidden state entering unit L-b on the last full step
+    reference: torch.Tensor | None = None  # the shallow output of the last full step
 _NEVER = 1 << 30  # an interval no run reaches: only the window forces full steps
 
 
@@ -42,6 +61,7 @@ class AdaptiveSkipCache(CachePolicy):
     stop_t: int | None = None
     family: str = "adaptive"
     keys = KEYS
+    State = AdaptiveState
     decides_at_run_time = True
 
     def __post_init__(self):
@@ -50,8 +70,7 @@ class AdaptiveSkipCache(CachePolicy):
             raise UserError("adaptive Skip-Cache needs a finite threshold >= 0, b >= 1 and max >= 1")
 
     def check_model(self, model) -> None:
-        if not getattr(model, "has_long_skips", False):
-            raise UserError("adaptive Skip-Cache needs a model with long skips (a -skip preset)")
+        needs_long_skips(model, "adaptive Skip-Cache")
         self.check_units(model.num_units)
 
     def check_units(self, num_units: int) -> None:
@@ -63,23 +82,20 @@ class AdaptiveSkipCache(CachePolicy):
         forced = interval_schedule(timesteps, _NEVER, start_t=self.start_t, stop_t=self.stop_t)
         return [StepPlan(int(t), full, ((0, num_units),)) for t, full in zip(timesteps, forced)]
 
-    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, state: AdaptiveState) -> tuple[torch.Tensor, StepPlan]:
         L, b = model.num_units, self.branch
         skips: list[torch.Tensor] = []
         shallow = model.run_units(h, c, 0, b, skips)
-        lagged = slot.setdefault("lagged", LaggedScalar())
-        change = lagged.pop()  # d of the previous step, or None right after a full step
-        since = slot.get("since", 0) + 1  # steps since the last full step, this one included
-        cached = not step.full and "deep" in slot and since < self.max_interval and (
+        change = state.lagged.pop()  # d of the previous step, or None right after a full step
+        since = state.since + 1  # steps since the last full step, this one included
+        cached = not step.full and state.deep is not None and since < self.max_interval and (
             since == 1 or (change is not None and change * since / (since - 1) < self.threshold))
         if cached:
-            lagged.push(relative_l1(shallow, slot["reference"]))
-            slot["since"], h = since, slot["deep"]
-            slot["ran"] = StepPlan(step.t, False, ((0, b), (L - b, L)))
+            state.lagged.push(relative_l1(shallow, state.reference))
+            state.since, h = since, state.deep
+            ran = StepPlan(step.t, False, ((0, b), (L - b, L)))
         else:
-            h = slot["deep"] = model.run_units(shallow, c, b, L - b, skips)
-            slot["reference"], slot["since"] = shallow, 0
-            slot["ran"] = StepPlan(step.t, True, step.units)
-        return model.run_units(h, c, L - b, L, skips)
-
-
+            h = state.deep = model.run_units(shallow, c, b, L - b, skips)
+            state.reference, state.since = shallow, 0
+            ran = StepPlan(step.t, True, step.units)
+        return model.run_units(h, c, L - b, L, skips), ran

@@ -1,12 +1,15 @@
-"""The cache seam: a frozen policy, a per-run state, and the statistics every run reports.
+"""The cache seam: a frozen policy, a typed per-run state, and the statistics every run reports.
 
 A *policy* (frozen dataclass) plans a whole sampling run up front from the timesteps, so nothing in
-the loop needs a host sync. A :class:`CacheState` is made for one run by :meth:`CachePolicy.start`;
-the sampler calls ``begin_step(k)`` once per denoising step and the model calls ``run_units`` on each
-forward. Several calls in one step (guidance in two passes) get separate slots for their tensors.
+the loop needs a host sync. :meth:`CachePolicy.start` makes a :class:`CacheState` for one run; the
+sampler calls ``begin_step(k)`` once per denoising step, and the model's forward calls ``run_units`` on
+the :class:`Branch` it was given. The guidance wrapper names the branch of every call: ``cond``,
+``uncond``, or ``both`` for the two batched in one call. Each branch keeps its own tensors in an
+instance of the policy's ``State`` dataclass, so guidance in one call or in two passes per step, or a
+pipeline that calls the model a varying number of times, never mixes them.
 
-A model that caches act on exposes ``num_units``, ``has_long_skips`` and
-``run_units(h, c, start, stop, skips)`` (see ``skipdit.models.dit.DiT``).
+A model caches act on implements :class:`skipdit.protocol.DiffusionModel` (``num_units``,
+``has_long_skips``, ``sublayers``, ``run_units(h, ctx, start, stop, skips, memo)``, ...).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -94,12 +97,31 @@ class CacheStats:
         )
 
 
+BRANCHES = ("cond", "uncond", "both")  # what the guidance wrapper calls the model for (``both``: one batch of 2N)
+
+
+@dataclass
+class NoState:
+    """The state of a policy that keeps nothing between steps."""
+
+
+@dataclass
+class SublayerState:
+    """The kept sublayer outputs of FORA, PAB and T-GATE, keyed ``(unit, sublayer name)``."""
+
+    kept: dict = field(default_factory=dict)
+
+
 class CachePolicy:
-    """Base class of cache policies. Subclasses are frozen dataclasses and implement
-    :meth:`plan` and :meth:`run`; :meth:`check_model` rejects models they cannot act on."""
+    """Base class of cache policies. Subclasses are frozen dataclasses with a ``State`` dataclass (what one
+    guidance branch keeps across the steps of a run) and implement :meth:`plan` and :meth:`run`;
+    :meth:`check_model` rejects models they cannot act on."""
 
     family: str = "?"
-    keys: dict[str, str] = {}  # spec key -> field name, for parse() and spec() (e.g. {"N": "interval"})
+    # spec key -> field name, for parse() and spec() (e.g. {"N": "interval"}); each value is read by the
+    # field's annotation (see parse_policy)
+    keys: ClassVar[dict[str, str]] = {}
+    State: ClassVar[type] = NoState
     # True for policies that decide each step while sampling, from one batch-wide indicator of what the model
     # computes (TeaCache, First-Block-Cache, adaptive Skip-Cache). Their plan before a run is only tentative,
     # and a sample's output depends on the other samples of its batch: all of them skip or compute together.
@@ -116,17 +138,17 @@ class CachePolicy:
     def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
         raise NotImplementedError
 
-    def run(self, model, h: torch.Tensor, c: torch.Tensor, step: StepPlan, slot: dict) -> torch.Tensor:
-        """The unit stack at one step. ``slot`` keeps this call's tensors across steps. A policy that
-        decides at run time (TeaCache, First-Block-Cache, adaptive) stores what it did as ``slot["ran"]``."""
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, state) -> tuple[torch.Tensor, StepPlan]:
+        """The unit stack at one step, for one branch: its output and what ran (``step`` for a static policy;
+        a policy that decides at run time says what it decided). ``state`` is this branch's ``State``."""
         raise NotImplementedError
 
     def check_model(self, model) -> None:
-        """Raise ``ValueError`` if this policy cannot be applied to ``model``."""
+        """Raise :class:`UserError` if this policy cannot be applied to ``model``."""
         self.check_units(model.num_units)
 
     def check_units(self, num_units: int) -> None:
-        """Raise ``ValueError`` if this policy cannot plan for a model of ``num_units`` units."""
+        """Raise :class:`UserError` if this policy cannot plan for a model of ``num_units`` units."""
 
     def spec(self) -> str:
         """The canonical spec string; ``parse_cache(policy.spec()) == policy``."""
@@ -135,11 +157,20 @@ class CachePolicy:
     def start(self, model, timesteps: Sequence[int]) -> CacheState:
         """A fresh state for one sampling run of ``model`` over ``timesteps`` (original scale)."""
         self.check_model(model)
-        plan = self.plan(list(timesteps), model.num_units)
-        present = getattr(model, "sublayers", None)
-        if present is not None:
-            plan = [_reusing_only(step, present) for step in plan]
+        plan = [_reusing_only(step, model.sublayers) for step in self.plan(list(timesteps), model.num_units)]
         return CacheState(self, plan, model.num_units)
+
+
+def needs_long_skips(model, what: str) -> None:
+    """A :class:`UserError` unless ``model`` has long skips (the caches that use them)."""
+    if not model.has_long_skips:
+        raise UserError(f"{what} needs a model with long skips (a -skip preset); for a vanilla DiT use a peer cache")
+
+
+def needs_vanilla(model, message: str) -> None:
+    """A :class:`UserError` with ``message`` if ``model`` has long skips (the caches that would cut them)."""
+    if model.has_long_skips:
+        raise UserError(message)
 
 
 def _reusing_only(step: StepPlan, present: Collection[str]) -> StepPlan:
@@ -153,37 +184,60 @@ def _reusing_only(step: StepPlan, present: Collection[str]) -> StepPlan:
 
 @dataclass
 class CacheState:
-    """Tensors and counters of one sampling run. Never shared between runs."""
+    """Tensors and counters of one sampling run, never shared between runs: the plan, the step under way,
+    one ``policy.State`` per guidance branch, and what each step did."""
 
     policy: CachePolicy
     plan: list[StepPlan]
     units_per_step: int
     step: int = -1
-    _call: int = 0
-    _slots: list[dict] = field(default_factory=list)
+    branches: dict[str, object] = field(default_factory=dict)  # branch name -> its policy.State
     done: dict[int, StepPlan] = field(default_factory=dict)  # what each step run so far did
 
     def begin_step(self, k: int) -> None:
         if not 0 <= k < len(self.plan):
             raise UserError(f"step {k} is outside the planned {len(self.plan)} steps")
-        self.step, self._call = k, 0
+        self.step = k
 
-    def run_units(self, model, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def branch(self, name: str) -> Branch:
+        """What the model's forward gets as ``cache=`` for a call of branch ``name``."""
+        if name not in BRANCHES:
+            raise ValueError(f"unknown guidance branch {name!r}; valid: {', '.join(BRANCHES)}")
+        return Branch(self, name)
+
+    def state_of(self, branch: str):
+        """The policy's state of ``branch``, made on its first call."""
+        if branch not in self.branches:
+            self.branches[branch] = self.policy.State()
+        return self.branches[branch]
+
+    def run_units(self, model, h: torch.Tensor, c, branch: str = "cond") -> torch.Tensor:
         if self.step < 0:
             raise RuntimeError("CacheState.begin_step() must be called before the model")
-        if self._call == len(self._slots):
-            self._slots.append({})
-        slot = self._slots[self._call]
-        self._call += 1
-        step = self.plan[self.step]
-        out = self.policy.run(model, h, c, step, slot)
-        self.done.setdefault(self.step, slot.pop("ran", step))  # with two calls per step, the first one counts
+        out, ran = self.policy.run(model, h, c, self.plan[self.step], self.state_of(branch))
+        self.record(ran)
         return out
+
+    def record(self, ran: StepPlan) -> None:
+        """What the current step did; with two branches per step (guidance in two passes) the first counts."""
+        self.done.setdefault(self.step, ran)
 
     @property
     def stats(self) -> CacheStats:
         """Stats of the steps actually run so far (an interrupted run reports what it did)."""
         return CacheStats.from_plan([self.done[k] for k in sorted(self.done)], self.units_per_step)
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One guidance branch of a :class:`CacheState`: the ``cache=`` a model's forward receives. The model
+    calls ``cache.run_units(self, h, ctx)`` instead of running its units."""
+
+    state: CacheState
+    name: str
+
+    def run_units(self, model, h: torch.Tensor, c) -> torch.Tensor:
+        return self.state.run_units(model, h, c, self.name)
 
 
 _ITEM = re.compile(r"\s*([A-Za-z_][\w]*)\s*(<=|<|=)\s*(\S+?)\s*")
@@ -222,37 +276,63 @@ def _parse_number(kind, what: str, value: str, key: str, spec: str, minimum):
     return number
 
 
-def parse_policy(cls, family: str, args: str, spec: str, keys: dict[str, str], **fixed) -> CachePolicy:
-    """A policy dataclass ``cls`` from ``key=value`` items. ``keys`` maps spec keys to field names; each
-    value is read by the field's annotation: ``int``, ``float``, ``int | None`` (``none`` / ``off``) or
-    ``tuple[float, ...]`` (``/``-separated, e.g. ``coef=1.5/-0.2/0.01``)."""
-    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+Reader = Callable[[str, str, str], object]  # (value text, key, whole spec) -> field value
+
+
+def integer(value: str, key: str, spec: str) -> int:
+    """``N=3``: an integer >= 0 (a policy's own check says what more it needs)."""
+    return parse_int(value, key, spec, minimum=0)
+
+
+def optional_integer(value: str, key: str, spec: str) -> int | None:
+    """``stop=50``, or ``stop=none`` / ``off``."""
+    return parse_int(value, key, spec, minimum=0, optional=True)
+
+
+def number(value: str, key: str, spec: str) -> float:
+    return parse_float(value, key, spec)
+
+
+def numbers(value: str, key: str, spec: str) -> tuple[float, ...]:
+    """``coef=1.5/-0.2/0.01``: ``/``-separated numbers."""
+    return tuple(parse_float(v, key, spec) for v in value.split("/"))
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a spec: the policy field it sets and how its value is read. ``ops`` are the comparisons it
+    takes, each with the other fields it sets (Skip-Cache's ``stop<50`` is a strict reset test); the first
+    one is what :func:`spec_of` writes for a field that is ``None``."""
+
+    field: str
+    read: Reader
+    ops: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = (("=", ()),)
+
+
+def parse_policy(cls, family: str, args: str, spec: str, keys: dict[str, Key], **fixed) -> CachePolicy:
+    """A policy dataclass ``cls`` from ``key=value`` items, read through the key table ``keys``; ``fixed``
+    are the fields of a preset, which the items override."""
     values = dict(fixed)
     for key, op, value in parse_items(args, spec):
         if key not in keys:
-            raise UserError(f"malformed cache spec {spec!r}: unknown key {key!r}; valid: {', '.join(keys)}")
-        if op != "=":
-            raise UserError(f"malformed cache spec {spec!r}: write {key}={value}")
-        name = keys[key]
-        kind = fields[name]
-        if kind == "int":
-            values[name] = parse_int(value, key, spec, minimum=0)
-        elif kind == "int | None":
-            values[name] = parse_int(value, key, spec, minimum=0, optional=True)
-        elif kind == "float":
-            values[name] = parse_float(value, key, spec)
-        elif kind == "tuple[float, ...]":
-            values[name] = tuple(parse_float(v, key, spec) for v in value.split("/"))
-        else:  # pragma: no cover - a policy declared a field type this parser does not know
-            raise TypeError(f"{cls.__name__}.{name}: unsupported field type {kind}")
+            valid = ", ".join(dict.fromkeys(keys))
+            raise UserError(f"malformed cache spec {spec!r}: unknown key {key!r}; valid: {valid}")
+        entry = keys[key]
+        ops = dict(entry.ops)
+        if op not in ops:
+            others = [name for name, k in keys.items() if len(k.ops) > 1]
+            also = f"; only {', '.join(map(repr, others))} take{'s' * (len(others) == 1)} '<' or '<='" if others else ""
+            raise UserError(f"malformed cache spec {spec!r}: write {key}={value}{also}")
+        values[entry.field] = entry.read(value, key, spec)
+        values.update(ops[op])
     try:
         return cls(**values, family=family)
     except ValueError as err:
         raise UserError(f"malformed cache spec {spec!r}: {err}") from None
 
 
-def spec_of(policy: CachePolicy, keys: dict[str, str]) -> str:
-    """The spec string that :func:`parse_policy` reads back into ``policy``."""
+def spec_of(policy: CachePolicy, keys: dict[str, Key]) -> str:
+    """The spec string that :func:`parse_policy` reads back into ``policy`` (one key per field: the first)."""
     def show(value) -> str:
         if value is None:
             return "none"
@@ -260,7 +340,17 @@ def spec_of(policy: CachePolicy, keys: dict[str, str]) -> str:
             return "/".join(f"{v:g}" for v in value)
         return f"{value:g}" if isinstance(value, float) else str(value)
 
-    return f"{policy.family}:" + ",".join(f"{key}={show(getattr(policy, name))}" for key, name in keys.items())
+    def op(entry: Key, value) -> str:
+        if value is None:
+            return entry.ops[0][0]
+        return next(name for name, sets in entry.ops if all(getattr(policy, f) == v for f, v in sets))
+
+    first = {}
+    for key, entry in keys.items():
+        first.setdefault(entry.field, (key, entry))
+    items = [f"{key}{op(entry, getattr(policy, entry.field))}{show(getattr(policy, entry.field))}"
+             for key, entry in first.values()]
+    return f"{policy.family}:" + ",".join(items)
 
 
 def sublayer_memo(kept: dict, reuse: Collection[str], keep: Collection[str] | None = None):

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
-from .base import CachePolicy, StepPlan
+from .base import CachePolicy, Key, StepPlan, integer, needs_vanilla, optional_integer
 from .schedule import interval_schedule
+from .skip_cache import SkipCacheState
 
-KEYS = {"N": "interval", "b": "branch", "start": "start_t", "stop": "stop_t"}
+KEYS = {"N": Key("interval", integer), "b": Key("branch", integer), "start": Key("start_t", optional_integer),
+        "stop": Key("stop_t", optional_integer)}
 
 
 @dataclass(frozen=True)
@@ -31,14 +33,14 @@ class DeepCacheDiT(CachePolicy):
     stop_t: int | None = None
     family: str = "deepcache"
     keys = KEYS
+    State = SkipCacheState  # the deep hidden state, as Skip-Cache's
 
     def __post_init__(self):
         if self.interval < 1 or self.branch < 1:
             raise UserError(f"DeepCache needs N >= 1 and b >= 1, got N={self.interval}, b={self.branch}")
 
     def check_model(self, model) -> None:
-        if getattr(model, "has_long_skips", False):
-            raise UserError("this model has long skips: its DeepCache is Skip-Cache (skip:N=...,b=...)")
+        needs_vanilla(model, "this model has long skips: its DeepCache is Skip-Cache (skip:N=...,b=...)")
         self.check_units(model.num_units)
 
     def check_units(self, num_units: int) -> None:
@@ -50,12 +52,12 @@ class DeepCacheDiT(CachePolicy):
         deep = ((num_units - self.branch, num_units),)
         return [StepPlan(int(t), full, ((0, num_units),) if full else deep) for t, full in zip(timesteps, flags)]
 
-    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, state: SkipCacheState) -> tuple[torch.Tensor, StepPlan]:
         L, b = model.num_units, self.branch
         if step.full:
-            h = slot["deep"] = model.run_units(h, c, 0, L - b)
+            h = state.deep = model.run_units(h, c, 0, L - b)
         else:
-            h = slot["deep"]
-        return model.run_units(h, c, L - b, L)
+            h = state.deep
+        return model.run_units(h, c, L - b, L), step
 
 

@@ -18,10 +18,18 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
-from .base import CachePolicy, StepPlan
+from .base import CachePolicy, Key, StepPlan, integer, needs_vanilla, optional_integer
 from .schedule import interval_schedule
 
-KEYS = {"N": "interval", "boundary": "boundary", "cached": "cached_units", "start": "start_t", "stop": "stop_t"}
+KEYS = {"N": Key("interval", integer), "boundary": Key("boundary", integer),
+        "cached": Key("cached_units", optional_integer), "start": Key("start_t", optional_integer),
+        "stop": Key("stop_t", optional_integer)}
+
+
+@dataclass
+class DeltaState:
+    front: torch.Tensor | None = None  # residual of the front range (units 0..m-1) on the last full step
+    back: torch.Tensor | None = None  # residual of the back range (units L-m..L-1) on that step
 
 
 @dataclass(frozen=True)
@@ -36,15 +44,15 @@ class DeltaDiT(CachePolicy):
     stop_t: int | None = None
     family: str = "delta"
     keys = KEYS
+    State = DeltaState
 
     def __post_init__(self):
         if self.interval < 1:
             raise UserError(f"Δ-DiT interval N must be >= 1, got {self.interval}")
 
     def check_model(self, model) -> None:
-        if getattr(model, "has_long_skips", False):
-            raise UserError("Δ-DiT cuts the block stack in two ranges, which long skips cross; use it on a "
-                             "vanilla model (a skip model's cache is skip:/c2i:/...)")
+        needs_vanilla(model, "Δ-DiT cuts the block stack in two ranges, which long skips cross; use it on a "
+                      "vanilla model (a skip model's cache is skip:/c2i:/...)")
         self.check_units(model.num_units)
 
     def check_units(self, num_units: int) -> None:
@@ -62,7 +70,7 @@ class DeltaDiT(CachePolicy):
         return [StepPlan(int(t), full, ((0, num_units),) if full else front if t > self.boundary else back)
                 for t, full in zip(timesteps, flags)]
 
-    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, state: DeltaState) -> tuple[torch.Tensor, StepPlan]:
         L = model.num_units
         m = self.skipped(L)
         if step.full:  # run in segments to read the states at units 0, m, L-m and the output
@@ -70,10 +78,10 @@ class DeltaDiT(CachePolicy):
             for stop in sorted({m, L - m, L}):
                 h = states[stop] = model.run_units(h, c, start, stop)
                 start = stop
-            slot["front"], slot["back"] = states[m] - states[0], states[L] - states[L - m]
-            return h
+            state.front, state.back = states[m] - states[0], states[L] - states[L - m]
+            return h, step
         if step.units[0][0] == 0:  # early: run the front, add the back range's residual
-            return model.run_units(h, c, 0, L - m) + slot["back"]
-        return model.run_units(h + slot["front"], c, m, L)  # late: skip the front range
+            return model.run_units(h, c, 0, L - m) + state.back, step
+        return model.run_units(h + state.front, c, m, L), step  # late: skip the front range
 
 

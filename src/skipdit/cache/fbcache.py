@@ -19,9 +19,15 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
-from .base import CachePolicy, StepPlan, relative_l1
+from .base import CachePolicy, Key, StepPlan, number, relative_l1
 
-KEYS = {"threshold": "threshold"}
+KEYS = {"threshold": Key("threshold", number)}
+
+
+@dataclass
+class FirstBlockState:
+    head: torch.Tensor | None = None  # the first unit's residual at the last computed step
+    tail: torch.Tensor | None = None  # the rest of the stack's residual at that step
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class FirstBlockCache(CachePolicy):
     threshold: float = 0.05
     family: str = "fbc"
     keys = KEYS
+    State = FirstBlockState
     decides_at_run_time = True
 
     def __post_init__(self):
@@ -39,16 +46,12 @@ class FirstBlockCache(CachePolicy):
         """Tentative: the first step is full; the others are decided as they run."""
         return [StepPlan(int(t), k == 0, ((0, num_units),)) for k, t in enumerate(timesteps)]
 
-    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, state: FirstBlockState) -> tuple[torch.Tensor, StepPlan]:
         skips: list[torch.Tensor] = []
         first = model.run_units(h, c, 0, 1, skips)
         residual = first - h
-        if not step.full and "head" in slot and relative_l1(residual, slot["head"]).item() < self.threshold:
-            slot["ran"] = StepPlan(step.t, False, ((0, 1),))
-            return first + slot["tail"]
+        if not step.full and state.head is not None and relative_l1(residual, state.head).item() < self.threshold:
+            return first + state.tail, StepPlan(step.t, False, ((0, 1),))
         out = model.run_units(first, c, 1, model.num_units, skips)
-        slot["head"], slot["tail"] = residual, out - first
-        slot["ran"] = StepPlan(step.t, True, step.units)
-        return out
-
-
+        state.head, state.tail = residual, out - first
+        return out, StepPlan(step.t, True, step.units)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
-from .base import CachePolicy, StepPlan, sublayer_memo
+from .base import CachePolicy, Key, StepPlan, SublayerState, integer, optional_integer, sublayer_memo
 from .schedule import interval_schedule
 
 REUSED = ("attn", "cross_attn", "mlp", "temporal_attn", "temporal_mlp")
-KEYS = {"N": "interval", "start": "start_t", "stop": "stop_t"}
+KEYS = {"N": Key("interval", integer), "start": Key("start_t", optional_integer),
+        "stop": Key("stop_t", optional_integer)}
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Fora(CachePolicy):
     stop_t: int | None = None
     family: str = "fora"
     keys = KEYS
+    State = SublayerState
 
     def __post_init__(self):
         if self.interval < 1:
@@ -42,8 +44,7 @@ class Fora(CachePolicy):
         every = ((0, num_units),)
         return [StepPlan(int(t), full, every, () if full else REUSED) for t, full in zip(timesteps, flags)]
 
-    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
-        kept = slot.setdefault("kept", {})
-        return model.run_units(h, c, memo=sublayer_memo(kept, step.reuse))
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, state: SublayerState) -> tuple[torch.Tensor, StepPlan]:
+        return model.run_units(h, c, memo=sublayer_memo(state.kept, step.reuse)), step
 
 

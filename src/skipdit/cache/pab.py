@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
-from .base import CachePolicy, StepPlan, sublayer_memo
+from .base import CachePolicy, Key, StepPlan, SublayerState, integer, sublayer_memo
 
-KEYS = {"spatial": "spatial", "temporal": "temporal", "cross": "cross", "mlp": "mlp", "lo": "lo", "hi": "hi"}
+KEYS = {name: Key(name, integer) for name in ("spatial", "temporal", "cross", "mlp", "lo", "hi")}
 # sublayers broadcast by each range
 KINDS = {"spatial": ("attn",), "temporal": ("temporal_attn",), "cross": ("cross_attn",),
          "mlp": ("mlp", "temporal_mlp")}
@@ -37,6 +37,7 @@ class PyramidAttentionBroadcast(CachePolicy):
     hi: int = 800
     family: str = "pab"
     keys = KEYS
+    State = SublayerState
 
     def __post_init__(self):
         if self.lo >= self.hi:
@@ -53,9 +54,8 @@ class PyramidAttentionBroadcast(CachePolicy):
             plan.append(StepPlan(int(t), not reuse, ((0, num_units),), reuse))
         return plan
 
-    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, state: SublayerState) -> tuple[torch.Tensor, StepPlan]:
         broadcast = [name for kind, names in KINDS.items() for name in names if getattr(self, kind) > 1]
-        kept = slot.setdefault("kept", {})
-        return model.run_units(h, c, memo=sublayer_memo(kept, step.reuse, keep=broadcast))
+        return model.run_units(h, c, memo=sublayer_memo(state.kept, step.reuse, keep=broadcast)), step
 
 

@@ -23,8 +23,23 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
-from .base import CachePolicy, StepPlan, parse_int, parse_items
+from .base import CachePolicy, Key, StepPlan, integer, needs_long_skips, optional_integer, parse_policy
 from .schedule import interval_schedule
+
+_STOP_OPS = (("=", (("stop_inclusive", True),)), ("<=", (("stop_inclusive", True),)),
+             ("<", (("stop_inclusive", False),)))
+KEYS = {
+    "N": Key("interval", integer), "b": Key("branch", integer), "start": Key("start_t", optional_integer),
+    "stop": Key("stop_t", optional_integer, _STOP_OPS),
+    # the field names work too
+    "interval": Key("interval", integer), "branch": Key("branch", integer),
+    "start_t": Key("start_t", optional_integer), "stop_t": Key("stop_t", optional_integer, _STOP_OPS),
+}
+
+
+@dataclass
+class SkipCacheState:
+    deep: torch.Tensor | None = None  # the hidden state entering unit L-b on the last full step, by reference
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,8 @@ class SkipCache(CachePolicy):
     stop_t: int | None = None
     stop_inclusive: bool = True
     family: str = "skip"
+    keys = KEYS
+    State = SkipCacheState
 
     def __post_init__(self):
         if self.interval < 1:
@@ -46,11 +63,19 @@ class SkipCache(CachePolicy):
         if self.branch < 1:
             raise UserError(f"Skip-Cache branch b must be >= 1, got {self.branch}")
 
+    @classmethod
+    def parse(cls, family: str, args: str, spec: str) -> SkipCache:
+        """``c2i:N=3``, ``t2v:N2-700-50``, ``skip:N=3,b=1,start=700,stop<50`` ...: the preset's fields, then
+        the items."""
+        official = _OFFICIAL_T2V.fullmatch(args.strip())
+        if official:
+            fields = dict(PRESETS[family], interval=int(official[1]), start_t=int(official[2]),
+                          stop_t=int(official[3]))
+            return cls(**fields, family=family)
+        return parse_policy(cls, family, args, spec, cls.keys, **PRESETS[family])
+
     def check_model(self, model) -> None:
-        if not getattr(model, "has_long_skips", False):
-            raise UserError(
-                "Skip-Cache needs a model with long skips (a -skip preset); for a vanilla DiT use a peer cache"
-            )
+        needs_long_skips(model, "Skip-Cache")
         self.check_units(model.num_units)
 
     def check_units(self, num_units: int) -> None:
@@ -67,31 +92,24 @@ class SkipCache(CachePolicy):
         cached = ((0, b), (L - b, L))
         return [StepPlan(int(t), full, ((0, L),) if full else cached) for t, full in zip(timesteps, flags)]
 
-    def run(self, model, h: torch.Tensor, c: torch.Tensor, step: StepPlan, slot: dict) -> torch.Tensor:
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, state: SkipCacheState) -> tuple[torch.Tensor, StepPlan]:
         L, b = model.num_units, self.branch
         skips: list[torch.Tensor] = []
         if step.full:
-            h = model.run_units(h, c, 0, L - b, skips)
-            slot["deep"] = h  # the state entering unit L-b, before its long-skip fusion; kept by reference
+            h = state.deep = model.run_units(h, c, 0, L - b, skips)  # the state entering unit L-b, before fusion
         else:
             model.run_units(h, c, 0, b, skips)  # pushes the b fresh shallow outputs for the long skips
-            h = slot["deep"]
-        return model.run_units(h, c, L - b, L, skips)
-
-    def spec(self) -> str:
-        start = "none" if self.start_t is None else self.start_t
-        stop = "none" if self.stop_t is None else self.stop_t
-        op = "=" if self.stop_inclusive or self.stop_t is None else "<"
-        return f"{self.family}:N={self.interval},b={self.branch},start={start},stop{op}{stop}"
+            h = state.deep
+        return model.run_units(h, c, L - b, L, skips), step
 
 
 # Official constants (reference §B.2); N defaults to 2 everywhere.
 PRESETS = {
-    "skip": dict(branch=1, start_t=None, stop_t=None, stop_inclusive=True),
-    "c2i": dict(branch=4, start_t=None, stop_t=20, stop_inclusive=True),
-    "c2v": dict(branch=1, start_t=900, stop_t=50, stop_inclusive=False),
-    "t2v": dict(branch=1, start_t=700, stop_t=50, stop_inclusive=True),
-    "t2i": dict(branch=1, start_t=700, stop_t=50, stop_inclusive=True),
+    "skip": dict(interval=2, branch=1, start_t=None, stop_t=None, stop_inclusive=True),
+    "c2i": dict(interval=2, branch=4, start_t=None, stop_t=20, stop_inclusive=True),
+    "c2v": dict(interval=2, branch=1, start_t=900, stop_t=50, stop_inclusive=False),
+    "t2v": dict(interval=2, branch=1, start_t=700, stop_t=50, stop_inclusive=True),
+    "t2i": dict(interval=2, branch=1, start_t=700, stop_t=50, stop_inclusive=True),
 }
 # Units (L) of the official model of each task, for planning without a model.
 PRESET_UNITS = {"skip": 28, "c2i": 28, "c2v": 14, "t2v": 28, "t2i": 40}
@@ -100,29 +118,3 @@ PRESET_UNITS = {"skip": 28, "c2i": 28, "c2v": 14, "t2v": 28, "t2i": 40}
 PRESET_RESPACING = {"skip": "250", "c2i": "250", "c2v": "250", "t2v": "ddim50", "t2i": "leading100+1"}
 
 _OFFICIAL_T2V = re.compile(r"N(\d+)-(\d+)-(\d+)")  # "N2-700-50": interval, start_t, stop_t
-
-
-def parse_skip_cache(family: str, args: str, spec: str) -> SkipCache:
-    """``c2i:N=3``, ``t2v:N2-700-50``, ``skip:N=3,b=1,start=700,stop<50`` ..."""
-    fields = dict(PRESETS[family], interval=2)
-    official = _OFFICIAL_T2V.fullmatch(args.strip())
-    if official:
-        fields.update(interval=int(official[1]), start_t=int(official[2]), stop_t=int(official[3]))
-        return SkipCache(**fields, family=family)
-    for key, op, value in parse_items(args, spec):
-        if op != "=" and key != "stop":
-            raise UserError(f"malformed cache spec {spec!r}: only 'stop' takes '<' or '<='")
-        if key in ("N", "interval"):
-            fields["interval"] = parse_int(value, "N", spec, minimum=1)
-        elif key in ("b", "branch"):
-            fields["branch"] = parse_int(value, "b", spec, minimum=1)
-        elif key in ("start", "start_t"):
-            fields["start_t"] = parse_int(value, "start", spec, minimum=0, optional=True)
-        elif key in ("stop", "stop_t"):
-            fields["stop_t"] = parse_int(value, "stop", spec, minimum=0, optional=True)
-            fields["stop_inclusive"] = op != "<"
-        else:
-            raise UserError(
-                f"malformed cache spec {spec!r}: unknown key {key!r}; valid: N, b, start, stop"
-            )
-    return SkipCache(**fields, family=family)

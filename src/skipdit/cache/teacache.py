@@ -5,7 +5,8 @@ At each step the indicator ``d = mean|m_k - m_{k-1}| / mean|m_{k-1}|`` of the mo
 rescaled by a per-model polynomial ``f`` and accumulated; while ``sum f(d) < threshold`` the step reuses
 the residual ``output - input`` of the unit stack from the last computed step, otherwise it computes
 and the sum restarts. The first and last steps always compute. ``f`` maps input change to output change;
-:func:`calibrate` fits it for a model (``skipdit cache calibrate-teacache``), and the identity is the default.
+:func:`skipdit.tuning.calibrate_teacache` fits it for a model (``skipdit cache calibrate-teacache``), and the
+identity is the default.
 
     teacache:threshold=0.1
     teacache:threshold=0.2,coef=2.1/-0.35/0.04      # polynomial, highest degree first
@@ -19,15 +20,22 @@ samples of its batch (``decides_at_run_time``; docs/caches.md, "Batch dependence
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..errors import UserError
-from .base import CachePolicy, StepPlan, relative_l1
+from .base import CachePolicy, Key, StepPlan, number, numbers, relative_l1
 
-KEYS = {"threshold": "threshold", "coef": "coefficients"}
+KEYS = {"threshold": Key("threshold", number), "coef": Key("coefficients", numbers)}
+
+
+@dataclass
+class TeaCacheState:
+    probe: torch.Tensor | None = None  # the first block's modulated input at the previous step
+    residual: torch.Tensor | None = None  # output - input of the unit stack at the last computed step
+    total: float = 0.0  # the rescaled input change accumulated since then
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class TeaCache(CachePolicy):
     coefficients: tuple[float, ...] = (1.0, 0.0)
     family: str = "teacache"
     keys = KEYS
+    State = TeaCacheState
     decides_at_run_time = True
 
     def __post_init__(self):
@@ -51,56 +60,14 @@ class TeaCache(CachePolicy):
         last = len(timesteps) - 1
         return [StepPlan(int(t), k in (0, last), ((0, num_units),)) for k, t in enumerate(timesteps)]
 
-    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, state: TeaCacheState) -> tuple[torch.Tensor, StepPlan]:
         probe = model.first_block_input(h, c)
-        previous, slot["probe"] = slot.get("probe"), probe
-        if not step.full and previous is not None and "residual" in slot:
-            total = slot["total"] + float(np.polyval(self.coefficients, relative_l1(probe, previous).item()))
+        previous, state.probe = state.probe, probe
+        if not step.full and previous is not None and state.residual is not None:
+            total = state.total + float(np.polyval(self.coefficients, relative_l1(probe, previous).item()))
             if total < self.threshold:
-                slot["total"], slot["ran"] = total, StepPlan(step.t, False, ())
-                return h + slot["residual"]
+                state.total = total
+                return h + state.residual, StepPlan(step.t, False, ())
         out = model.run_units(h, c)
-        slot["residual"], slot["total"] = out - h, 0.0
-        slot["ran"] = StepPlan(step.t, True, step.units)
-        return out
-
-
-
-
-@dataclass(frozen=True)
-class _Recorder(CachePolicy):
-    """Runs every step in full and appends (input change, output change) pairs to ``pairs``."""
-
-    pairs: list = field(default_factory=list)
-    family: str = "teacache-calibration"
-
-    def plan(self, timesteps: Sequence[int], num_units: int) -> list[StepPlan]:
-        return [StepPlan(int(t), True, ((0, num_units),)) for t in timesteps]
-
-    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
-        probe, out = model.first_block_input(h, c), model.run_units(h, c)
-        if "probe" in slot:
-            self.pairs.append((relative_l1(probe, slot["probe"]).item(), relative_l1(out, slot["out"]).item()))
-        slot["probe"], slot["out"] = probe, out
-        return out
-
-    def spec(self) -> str:
-        return self.family
-
-
-def calibrate(model, seeds: Sequence[int], degree: int = 4, **generate_kwargs) -> tuple[tuple[float, ...], dict]:
-    """Fit TeaCache's polynomial for ``model``: uncached runs on ``seeds`` (``generate`` settings in
-    ``generate_kwargs``), least squares from the first block's input change to the unit stack's output
-    change over consecutive steps. Returns the coefficients (highest degree first) and fit statistics."""
-    from ..sampling import generate
-
-    recorder = _Recorder()
-    generate(model, seeds, cache=recorder, **generate_kwargs)
-    pairs = np.array(recorder.pairs)
-    if len(pairs) <= degree:
-        raise UserError(f"{len(pairs)} step pairs are too few to fit a degree-{degree} polynomial; use more steps")
-    x, y = pairs[:, 0], pairs[:, 1]
-    coefficients = np.polyfit(x, y, degree)
-    residual = y - np.polyval(coefficients, x)
-    r2 = 1 - (residual**2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-30)
-    return tuple(float(c) for c in coefficients), {"pairs": len(pairs), "r2": float(r2)}
+        state.residual, state.total = out - h, 0.0
+        return out, StepPlan(step.t, True, step.units)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
-from .base import CachePolicy, StepPlan, sublayer_memo
+from .base import CachePolicy, Key, StepPlan, SublayerState, integer, sublayer_memo
 
-KEYS = {"gate": "gate"}
+KEYS = {"gate": Key("gate", integer)}
 FROZEN = ("cross_attn",)
 
 
@@ -28,13 +28,14 @@ class TGate(CachePolicy):
     gate: int = 10
     family: str = "tgate"
     keys = KEYS
+    State = SublayerState
 
     def __post_init__(self):
         if self.gate < 1:
             raise UserError(f"T-GATE gate step must be >= 1, got {self.gate}")
 
     def check_model(self, model) -> None:
-        if getattr(model, "conditioning", None) != "text":
+        if model.conditioning != "text":
             raise UserError("T-GATE freezes cross-attention to the text; this model has none (text models only)")
         self.check_units(model.num_units)
 
@@ -43,8 +44,7 @@ class TGate(CachePolicy):
         return [StepPlan(int(t), k < self.gate, every, () if k < self.gate else FROZEN)
                 for k, t in enumerate(timesteps)]
 
-    def run(self, model, h: torch.Tensor, c, step: StepPlan, slot: dict) -> torch.Tensor:
-        kept = slot.setdefault("kept", {})
-        return model.run_units(h, c, memo=sublayer_memo(kept, step.reuse, keep=FROZEN))
+    def run(self, model, h: torch.Tensor, c, step: StepPlan, state: SublayerState) -> tuple[torch.Tensor, StepPlan]:
+        return model.run_units(h, c, memo=sublayer_memo(state.kept, step.reuse, keep=FROZEN)), step
 
 

@@ -13,8 +13,13 @@ from ..convert import load
 from ..distributed import check_device
 from ..errors import UserError
 from ..io import atomic_write, parse_int_list
+from ..loading import DEFAULT_PROMPTS
+from ..sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Condition, Runtime, Sampling, cycle
 from .common import MAX_SEEDS, check_in_file, check_out_dir, guidance_scale, positive_int
 from .help import DEVICE_HELP, MODEL_HELP, NO_PROGRESS_HELP, examples
+
+# A sweep runs every method several times: it samples with DDIM (at its default steps) unless told otherwise.
+BENCH_SAMPLER = "ddim"
 
 MIN_SEEDS = 2
 
@@ -45,9 +50,11 @@ def add_parser(sub) -> None:
     p.add_argument("--class-labels", help="labels cycled over the seeds (default: seed mod classes)")
     p.add_argument("--prompt", action="append", help="text models: prompts cycled over the seeds")
     p.add_argument("--text-encoder", help="text models: 'minilm' or a local folder (default: the model's)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="sampler")
-    p.add_argument("--steps", type=positive_int, default=50, help="sampling steps")
-    p.add_argument("--cfg-scale", type=guidance_scale, default=4.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--sampler", choices=tuple(DEFAULT_STEPS), default=BENCH_SAMPLER, help="sampler")
+    p.add_argument("--steps", type=positive_int, help=f"sampling steps (default {DEFAULT_STEPS[BENCH_SAMPLER]} for "
+                   f"{BENCH_SAMPLER}, {DEFAULT_STEPS['ddpm']} for ddpm)")
+    p.add_argument("--cfg-scale", type=guidance_scale, help=f"classifier-free guidance scale (1 = off; default "
+                   f"{DEFAULT_GUIDANCE:g}, off for unconditional models)")
     p.add_argument("--repeats", type=positive_int, default=2,
                    help="timed runs per method, interleaved with as many timed uncached runs; the speed-up is "
                    "the ratio of the medians")
@@ -74,7 +81,8 @@ def run(args) -> int:
     for option, path in (("--lpips-backbone", args.lpips_backbone), ("--lpips-heads", args.lpips_heads)):
         if path is not None:
             check_in_file(path, option)
-    methods = select_methods(args.caches, args.steps)
+    sampling = Sampling(sampler=args.sampler, steps=args.steps, guidance_scale=args.cfg_scale)
+    methods = select_methods(args.caches, sampling.num_steps)
     check_device(args.device)  # before any model moves: torch's own errors come from deep inside .to()
     check_out_dir(args.out)  # before the run, which takes minutes, not after it
     models = {"model": load(args.model).to(args.device)}
@@ -84,17 +92,18 @@ def run(args) -> int:
         names["baseline"] = args.baseline_model
         if models["baseline"].conditioning != models["model"].conditioning:
             raise UserError("--model and --baseline-model must take the same conditioning")
-    settings = _settings(args, models["model"], len(seeds))
-    bench = Bench(models, names, seeds, settings, repeats=args.repeats, evaluator=_evaluator(models["model"]),
+    bench = Bench(models, names, seeds, _condition(args, models["model"], len(seeds)), sampling,
+                  Runtime(device=args.device), repeats=args.repeats, evaluator=_evaluator(models["model"]),
                   lpips_model=_lpips(args), progress=not args.no_progress)
-    rows, skipped = run_bench(bench, methods, Preparer(settings, calibration))
+    rows, skipped = run_bench(bench, methods, Preparer(bench, calibration))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
     summary = headline(rows)
-    context = (f"{len(seeds)} seeds, {args.sampler}-{args.steps}, cfg {settings['cfg_scale']}, {args.repeats} timed "
-               f"repeats, device {args.device}, torch {torch.__version__}")
+    scale = sampling.guidance_for(models["model"])
+    context = (f"{len(seeds)} seeds, {args.sampler}-{sampling.num_steps}, cfg {scale}, {args.repeats} timed repeats, "
+               f"device {args.device}, torch {torch.__version__}")
     text = f"{context}\n\n{table}\n"
     if summary:
         text += f"\n{summary}\n"
@@ -119,33 +128,29 @@ def run(args) -> int:
     return 0
 
 
-def _settings(args, model, n: int) -> dict:
-    """generate() keyword arguments shared by every run."""
-    condition: dict = {}
+def _condition(args, model, n: int) -> Condition:
+    """The labels or prompts of the evaluation seeds, shared by every run."""
     if model.conditioning == "text":
         from ..convert.checkpoint import stored_text_encoder
         from ..text import load_text_encoder
-        from .sample_cmd import DEFAULT_PROMPTS, task_of
 
         spec = {"name": args.text_encoder} if args.text_encoder else stored_text_encoder(args.model) or {}
-        condition = dict(prompts=args.prompt or [DEFAULT_PROMPTS[task_of(model)]],
+        return Condition(prompts=args.prompt or [DEFAULT_PROMPTS[model.task]],
                          text_encoder=load_text_encoder(spec.get("name"), max_length=spec.get("max_length"),
                                                         device=args.device))
-    elif args.prompt:
+    if args.prompt:
         raise UserError("--prompt is for text models")
-    elif getattr(model.config, "num_classes", 0):
-        given = parse_int_list(args.class_labels, "class labels", limit=MAX_SEEDS) if args.class_labels \
-            else list(range(model.config.num_classes))
-        condition = dict(labels=[given[k % len(given)] for k in range(n)])
-    guided = bool(condition)
-    return dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale if guided else 1.0, **condition)
+    if not model.num_classes:
+        return Condition()
+    given = parse_int_list(args.class_labels, "class labels", limit=MAX_SEEDS) if args.class_labels \
+        else list(range(model.num_classes))
+    return Condition(labels=cycle(given, n))
 
 
 def _evaluator(model):
     """The digits evaluator, for models that make 16x16 grey images with 10 classes."""
     config = model.config
-    if getattr(config, "num_classes", 0) == 10 and config.in_channels == 1 and config.input_size == 16 \
-            and model.conditioning == "class" and not hasattr(config, "num_frames"):
+    if model.task == "c2i" and model.num_classes == 10 and model.in_channels == 1 and config.input_size == 16:
         from ..metrics.digits import DigitsEvaluator
 
         return DigitsEvaluator.load()

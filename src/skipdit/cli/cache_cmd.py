@@ -8,20 +8,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from ..assets import BUILTIN_MODELS
 from ..cache import CacheStats, TeaCache, official_setting, parse_cache
-from ..cache.teacache import calibrate
-from ..cache.tune import tune
 from ..diffusion import space_timesteps
 from ..errors import UserError
 from ..io import parse_int_list
-from ..sampling import PRECISIONS
+from ..loading import load_for_sampling
 from ..savings import planned_stats, warn_if_saves_nothing
+from ..tuning import calibrate_teacache, tune
 from .common import MAX_SEEDS, check_out_file, finite_float, nonnegative_float, positive_int
-from .help import DEVICE_HELP, NO_PROGRESS_HELP, examples
-from .sample_cmd import add_model_arguments, add_sampling_arguments, build, sampling_settings
+from .help import examples
+from .options import (
+    add_model_arguments,
+    add_runtime_arguments,
+    add_sampling_arguments,
+    check_arguments,
+    condition_from,
+    model_request,
+    runtime_from,
+    sampling_from,
+)
 
 EXAMPLES = examples(
     "skipdit cache plan c2i:N=2 --sampler ddpm --steps 250",
@@ -80,7 +86,7 @@ def add_parser(sub) -> None:
                    help="most schedules to sample, those closest to the target first")
     g.add_argument("--top", type=positive_int, default=10, help="rows of the printed table")
     g.add_argument("--json", help="write every evaluated row to this JSON file")
-    _add_runtime_arguments(t)
+    add_runtime_arguments(t)
     t.set_defaults(run=run_tune)
 
     c = cache_sub.add_parser(
@@ -94,18 +100,8 @@ def add_parser(sub) -> None:
     g = c.add_argument_group("fit")
     g.add_argument("--degree", type=positive_int, default=4, help="polynomial degree")
     g.add_argument("--threshold", type=nonnegative_float, default=0.1, help="threshold written into the spec")
-    _add_runtime_arguments(c)
+    add_runtime_arguments(c)
     c.set_defaults(run=run_calibrate)
-
-
-def _add_runtime_arguments(p) -> None:
-    """The runtime flags of ``skipdit sample`` that ``sampling_settings`` reads."""
-    r = p.add_argument_group("runtime")
-    r.add_argument("--batch-size", type=positive_int, help="samples per batch (default: all)")
-    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help=DEVICE_HELP)
-    r.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="autocast precision")
-    r.add_argument("--compile", action="store_true", help="torch.compile each block")
-    r.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
 
 def _set_default(parser, dest: str, value: str, help: str) -> None:
@@ -149,8 +145,8 @@ def run(args) -> int:
 
 
 def _load(args):
-    """Model and ``generate()`` settings as ``skipdit sample`` makes them, for the calibration seeds.
-    ``--model`` may name a built-in model (``digits/Skip-DiT``) as a short form of ``--ckpt``."""
+    """The model, the calibration seeds, their condition and the sampling settings, as ``skipdit sample`` makes
+    them. ``--model`` may name a built-in model (``digits/Skip-DiT``) as a short form of ``--ckpt``."""
     if args.cache is not None:
         raise UserError(f"--cache is not used by cache {args.cache_command}")
     if args.task == "t2i" or args.model_dir:
@@ -158,9 +154,10 @@ def _load(args):
     if args.model in BUILTIN_MODELS and not args.ckpt and not args.random_weights:
         args.ckpt, args.model = args.model, None
     seeds = parse_int_list(args.seeds, "seeds", limit=MAX_SEEDS)
-    model, vae, encoder, task = build(args)
-    settings = sampling_settings(args, model, vae, encoder, task, len(seeds))
-    return model, seeds, settings
+    check_arguments(args)
+    loaded = load_for_sampling(model_request(args), args.device)
+    settings = dict(sampling=sampling_from(args), runtime=runtime_from(args))
+    return loaded.model, seeds, condition_from(args, loaded, len(seeds)), settings
 
 
 def run_tune(args) -> int:
@@ -168,15 +165,16 @@ def run_tune(args) -> int:
     branches = parse_int_list(args.branches, "branches", limit=MAX_SEARCH) if args.branches else None
     if args.json is not None:  # before the search, which samples for minutes
         check_out_file(args.json, "--json")
-    model, seeds, settings = _load(args)
-    progress = settings.pop("progress")
-    result = tune(model, args.target_speedup, seeds, intervals=intervals, branches=branches,
-                  tolerance=args.tolerance, max_candidates=args.max_candidates, progress=progress, **settings)
+    model, seeds, condition, settings = _load(args)
+    sampling = settings["sampling"]
+    result = tune(model, args.target_speedup, seeds, condition, intervals=intervals, branches=branches,
+                  tolerance=args.tolerance, max_candidates=args.max_candidates, progress=not args.no_progress,
+                  **settings)
     evaluated = len(result.candidates)
     floor = args.target_speedup * (1 - args.tolerance)
     print(f"{result.considered} schedules; {result.reachable} distinct plans reach {floor:.2f}x ideal "
           f"({result.duplicates} duplicate plans dropped); {evaluated} sampled on {len(seeds)} seeds "
-          f"({settings['sampler']}, {settings['steps']} steps)")
+          f"({sampling.sampler}, {sampling.num_steps} steps)")
     print(f"{'rank':>4}  {'spec':<36} {'ideal':>6} {'measured':>8} {'PSNR':>7} {'SSIM':>6}")
     for rank, cand in enumerate(result.candidates[:args.top], 1):
         score = "-" if cand.ssim is None else f"{cand.ssim:.4f}"
@@ -187,7 +185,7 @@ def run_tune(args) -> int:
           f"(uncached {result.uncached_seconds:.2f}s, cached {best.seconds:.2f}s), PSNR {best.psnr:.2f} dB")
     if args.json:
         report = {"target_speedup": args.target_speedup, "tolerance": args.tolerance, "seeds": seeds,
-                  "sampler": settings["sampler"], "steps": settings["steps"], "respacing": settings["respacing"],
+                  "sampler": sampling.sampler, "steps": sampling.num_steps, "respacing": sampling.respacing,
                   "uncached_seconds": result.uncached_seconds, "considered": result.considered,
                   "reachable": result.reachable, "duplicates": result.duplicates,
                   "best": best.spec, "rows": [c.row() for c in result.candidates]}
@@ -197,9 +195,10 @@ def run_tune(args) -> int:
 
 
 def run_calibrate(args) -> int:
-    model, seeds, settings = _load(args)
-    coefficients, fit = calibrate(model, seeds, degree=args.degree, **settings)
-    print(f"fit on {fit['pairs']} step pairs ({len(seeds)} seeds, {settings['sampler']}, {settings['steps']} "
+    model, seeds, condition, settings = _load(args)
+    coefficients, fit = calibrate_teacache(model, seeds, condition, degree=args.degree, **settings)
+    sampling = settings["sampling"]
+    print(f"fit on {fit['pairs']} step pairs ({len(seeds)} seeds, {sampling.sampler}, {sampling.num_steps} "
           f"steps): R² = {fit['r2']:.4f}")
     print("coefficients (highest degree first): " + ", ".join(f"{c:.6g}" for c in coefficients))
     print(TeaCache(threshold=args.threshold, coefficients=coefficients).spec())

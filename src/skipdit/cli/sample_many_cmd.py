@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from ..assets import TASK_DEFAULTS
 from ..distributed import init_distributed, resolve_device
 from ..errors import UserError
 from ..io import parse_int_list
+from ..loading import load_for_sampling
 from ..provenance import identity
-from ..sample_many import batch_note, sample_many
+from ..sample_many import DEFAULT_BATCH, batch_note, sample_many
 from ..savings import warn_if_plan_saves_nothing
-from .help import NO_PROGRESS_HELP, examples
-from .sample_cmd import add_model_arguments, add_sampling_arguments, build, sampling_settings
+from .help import examples
+from .options import (
+    add_model_arguments,
+    add_runtime_arguments,
+    add_sampling_arguments,
+    check_arguments,
+    condition_from,
+    model_request,
+    runtime_from,
+    sampling_from,
+)
 
 MAX_SEEDS = 1_000_000  # 20 FID runs of 50,000: a larger count is a typo (and its paths alone fill GBs)
 
@@ -28,18 +37,14 @@ def add_parser(sub) -> None:
     )
     add_model_arguments(p)
     add_sampling_arguments(p)
-    r = p.add_argument_group("runtime")
-    r.add_argument("--batch-size", type=int, default=16, help="seeds per batch; keep it fixed when resuming, "
-                   "so batches hold the same seeds")
-    r.add_argument("--device", default="auto", help="auto (this process's GPU, else CPU), cpu or cuda")
-    r.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
-    r.add_argument("--compile", action="store_true", help="torch.compile each block")
+    r = add_runtime_arguments(p, batch_help=f"seeds per batch (default {DEFAULT_BATCH}); keep it fixed when "
+                              "resuming, so batches hold the same seeds", device_default="auto",
+                              device_help="auto (this process's GPU, else CPU), cpu or cuda")
     r.add_argument("--out", required=True, help="output folder: samples/, samples.npz, summary.json, "
                    "settings.json (a rerun with other settings is refused)")
     r.add_argument("--overwrite", action="store_true", help="remove the samples, logs and records a previous "
                    "run left in --out and start over")
     r.add_argument("--no-pack", action="store_true", help="do not write samples.npz")
-    r.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(run=run)
 
 
@@ -49,32 +54,29 @@ def run(args) -> int:
     seeds = parse_int_list(args.seeds, "seeds", limit=MAX_SEEDS)  # before anything is allocated or loaded
     _, _, local_rank = init_distributed()  # so that the VAE and the text encoder go to this process's device
     args.device = str(resolve_device(args.device, local_rank))
-    model, vae, encoder, task = build(args)
-    settings = sampling_settings(args, model, vae, encoder, task, len(seeds))
-    warn_if_plan_saves_nothing(args.cache, model, settings["steps"], settings["respacing"])
-    for key in ("batch_size", "device", "progress"):
-        settings.pop(key)
-    labels, prompts = settings.pop("labels"), settings.pop("prompts", None)
-    if prompts is not None:
-        prompts = [prompts[k % len(prompts)] for k in range(len(seeds))]
+    check_arguments(args)
+    request = model_request(args)
+    loaded = load_for_sampling(request, args.device)
+    sampling = sampling_from(args)
+    warn_if_plan_saves_nothing(args.cache, loaded.model, sampling)
     note = batch_note(args.cache)
     if note:
         print(f"note: {note}")
-    path = sample_many(model, seeds, args.out, labels=labels, prompts=prompts, batch_size=args.batch_size,
-                       device=args.device, pack=not args.no_pack, progress=not args.no_progress, cache=args.cache,
-                       overwrite=args.overwrite, sources=_sources(args, task), **settings)
+    path = sample_many(loaded.model, seeds, args.out, condition_from(args, loaded, len(seeds)), sampling=sampling,
+                       runtime=runtime_from(args), cache=args.cache, vae=loaded.vae, pack=not args.no_pack,
+                       progress=not args.no_progress, overwrite=args.overwrite, sources=_sources(args, request))
     print(f"{len(seeds)} samples -> {path}")
     return 0
 
 
-def _sources(args, task: str) -> dict:
+def _sources(args, request) -> dict:
     """How the model, VAE and text encoder were given, for the settings fingerprint: the content digest of each
     local file or folder (a built-in name stays a name), and the options that change a loaded model. Random
     weights are left to sample_many, which digests the module itself."""
     sources = {"model_preset": args.model, "skip_init": args.skip_init, "image_size": args.image_size,
                "vae": identity(args.vae)}
     if not args.random_weights:
-        sources["model"] = identity(args.ckpt or TASK_DEFAULTS[args.task or "c2i"])
+        sources["model"] = identity(request.checkpoint())
     if args.text_encoder:
         sources["text_encoder"] = identity(args.text_encoder)
     return sources

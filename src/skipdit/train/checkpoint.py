@@ -323,7 +323,7 @@ def export(
     config = payload["config"]
     meta = {"skipdit_train_step": str(step), "skipdit_weights": weights,
             "skipdit_stage": str(config.get("stage", "full"))}
-    if getattr(model, "conditioning", None) == "text":  # sampling must encode prompts the same way
+    if model.conditioning == "text":  # sampling must encode prompts the same way
         text = {"name": config.get("text_encoder", "minilm"), "max_length": config.get("text_max_length")}
         meta[TEXT_KEY] = json.dumps(text)
     return save(model, out, extra_metadata=meta)

@@ -21,7 +21,7 @@ def stage_modules(model: nn.Module, stage: str) -> list[nn.Module]:
     if stage == "full":
         return [model]
     if stage == "skip-only":
-        if not getattr(model, "has_long_skips", False):
+        if not model.has_long_skips:
             raise UserError("stage skip-only needs a model with long skips (a -skip preset)")
         return [model.skip_norms, model.skip_linears]
     raise UserError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from ...errors import UserError
 from ..base import CacheStats
+from ..families import parse_cache
 from ..skip_cache import SkipCache
 from .blocks import BlockCache, LongSkipLayout
 from .hunyuan import hunyuan_layout
@@ -36,8 +37,6 @@ def enable(target, spec, *, timesteps: Sequence[int] | None = None, calls_per_st
     how many times it is called per step (1 with batched guidance, 2 with two passes); call
     ``enable`` again to start another run.
     """
-    from .. import parse_cache
-
     transformer = getattr(target, "transformer", target)
     scheduler = getattr(target, "scheduler", None) if transformer is not target else None
     kind = type(transformer).__name__
@@ -51,12 +50,13 @@ def enable(target, spec, *, timesteps: Sequence[int] | None = None, calls_per_st
         raise UserError("a bare transformer needs timesteps=[...] (or pass the pipeline)")
     disable(target)
     attr, layout_of = LAYOUTS[kind]
-    cache = BlockCache(getattr(transformer, attr), layout_of(transformer), policy)
+    cache = BlockCache(getattr(transformer, attr), layout_of(transformer), policy,
+                       calls_per_step=1 if scheduler is not None else calls_per_step)
     setattr(transformer, _ATTR, cache)
     if scheduler is not None:
+        cache.ends_steps = False  # the scheduler's step() ends each step
         _hook_scheduler(scheduler, cache)
     else:
-        cache.calls_per_step = calls_per_step
         cache.start(timesteps)
     return cache
 

@@ -15,7 +15,10 @@ restores the original forward exactly.
 
 The schedule comes from the policy up front: the pipeline's ``scheduler.set_timesteps`` starts a run
 (one read of the timesteps, then no host sync per step) and each ``scheduler.step`` ends a step, so
-guidance in one batched call or in two calls per step both work, and every pipeline call starts fresh.
+every pipeline call starts fresh. The run's tensors and counters are the :class:`~skipdit.cache.CacheState`
+that skipdit's own models use, keyed by guidance branch. A foreign pipeline does not say which branch a
+call is, so the adapter is told how many calls a step makes: one (guidance batched, branch ``both``: the
+diffusers pipelines adapted here) or two (``cond`` then ``uncond``, a bare transformer driven by hand).
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...errors import UserError
-from ..base import CacheStats
-from ..skip_cache import SkipCache
+from ..base import CacheState, CacheStats
+from ..skip_cache import SkipCache, SkipCacheState
+
+# the branches of the calls of one step, by the number of calls per step
+CALL_BRANCHES = {1: ("both",), 2: ("cond", "uncond")}
 
 
 @dataclass(frozen=True)
@@ -53,36 +59,45 @@ class LongSkipLayout:
 
 
 class BlockCache:
-    """Skip-Cache on ``blocks`` (a ``ModuleList``) laid out as ``layout``, driven by ``policy``."""
+    """Skip-Cache on ``blocks`` (a ``ModuleList``) laid out as ``layout``, driven by ``policy``; each step
+    makes ``calls_per_step`` calls (1: guidance batched; 2: cond, then uncond)."""
 
-    def __init__(self, blocks, layout: LongSkipLayout, policy: SkipCache):
+    def __init__(self, blocks, layout: LongSkipLayout, policy: SkipCache, calls_per_step: int = 1):
         if len(blocks) != layout.num_units:
             raise UserError(f"the layout declares {layout.num_units} blocks, the model has {len(blocks)}")
+        if calls_per_step not in CALL_BRANCHES:
+            raise UserError(f"calls_per_step must be 1 (guidance batched) or 2 (cond, then uncond), "
+                             f"got {calls_per_step!r}")
         layout.check_branch(policy.branch)
         self.blocks, self.layout, self.policy = blocks, layout, policy
-        self.plan: list | None = None
-        self.step = 0
-        self.calls_per_step: int | None = None  # bare-model use: steps end after this many calls
-        self._call = 0
-        self._kept: list = []  # hidden state entering block L-b, per call of the step (slot)
+        self.branches = CALL_BRANCHES[calls_per_step]
+        self.state: CacheState | None = None
+        self.ends_steps = True  # bare-model use: a step ends after its calls; a hooked scheduler ends them instead
+        self._calls = 0  # calls of the current step so far
+        self._branch: SkipCacheState | None = None  # the state of the call under way
         for index, block in enumerate(blocks):
             block.forward = functools.partial(self._forward, index, block.forward)
 
     # -- the run --------------------------------------------------------------------------------------
     def start(self, timesteps: Sequence[int]) -> None:
         """A new sampling run over ``timesteps`` (original 0..999 scale, in sampling order)."""
-        self.plan = self.policy.plan([int(t) for t in timesteps], self.layout.num_units)
-        self.step, self._call, self._kept = 0, 0, []
+        plan = self.policy.plan([int(t) for t in timesteps], self.layout.num_units)
+        self.state = CacheState(self.policy, plan, self.layout.num_units)
+        self.state.begin_step(0)
+        self._calls = 0
 
     def end_step(self) -> None:
-        self.step += 1
-        self._call = 0
+        """The scheduler finished a step: the next call begins the next one."""
+        if self.state is not None:
+            self.state.step += 1
+        self._calls = 0
 
     @property
     def stats(self) -> CacheStats:
         """What the steps run so far did (a step under way counts)."""
-        done = (self.plan or [])[: self.step + (self._call > 0)]
-        return CacheStats.from_plan(done, self.layout.num_units)
+        if self.state is None:
+            return CacheStats.from_plan([], self.layout.num_units)
+        return self.state.stats
 
     def detach(self) -> None:
         """Restore every block's own forward."""
@@ -95,29 +110,30 @@ class BlockCache:
         if index == 0:
             self._begin_call()
         L, b = self.layout.num_units, self.policy.branch
-        slot = self._call - 1
-        if self.plan[self.step].full:
+        step = self.state.plan[self.state.step]
+        if step.full:
             if index == L - b:
-                self._keep(slot, hidden_states)
+                self._branch.deep = hidden_states  # by reference: no copy
             return original(hidden_states, *args, **kwargs)
         if b <= index < L - b:
             return hidden_states  # skipped: the model's loop still pushes / pops, balanced
         if index == L - b:
-            hidden_states = self._kept[slot]  # the deep state of the last full step, before its fusion
+            hidden_states = self._branch.deep  # the deep state of the last full step, before its fusion
         return original(hidden_states, *args, **kwargs)
 
     def _begin_call(self) -> None:
-        if self.plan is None:
+        state = self.state
+        if state is None:
             raise RuntimeError("Skip-Cache has no schedule yet: run the pipeline, or pass timesteps to enable()")
-        if self.calls_per_step is not None and self._call == self.calls_per_step:
-            self.end_step()
-        if self.step >= len(self.plan):
-            raise RuntimeError(f"Skip-Cache planned {len(self.plan)} steps and they are done; start a new run "
+        if self._calls == len(self.branches):
+            if not self.ends_steps:
+                raise RuntimeError(f"the pipeline called the transformer {self._calls + 1} times in one step; "
+                                   "enable(pipe.transformer, spec, timesteps=..., calls_per_step=2) drives it by hand")
+            state.step += 1
+            self._calls = 0
+        if state.step >= len(state.plan):
+            raise RuntimeError(f"Skip-Cache planned {len(state.plan)} steps and they are done; start a new run "
                                "(the pipeline does it) or disable the cache")
-        self._call += 1
-
-    def _keep(self, slot: int, hidden_states) -> None:
-        if slot == len(self._kept):
-            self._kept.append(hidden_states)
-        else:
-            self._kept[slot] = hidden_states  # by reference: no copy
+        self._branch = state.state_of(self.branches[self._calls])
+        state.record(state.plan[state.step])
+        self._calls += 1

@@ -1,5 +1,9 @@
-"""Search the Skip-Cache schedule (interval N, branch b, start and stop windows) for the best fidelity at a
-target speed-up: ``skipdit cache tune``.
+"""Calibration and tuning: the layer above ``sampling`` that samples to choose a cache's settings.
+
+* :func:`tune` searches the Skip-Cache schedule (interval N, branch b, start and stop windows) for the best
+  fidelity at a target speed-up: ``skipdit cache tune``.
+* :func:`calibrate_teacache` fits TeaCache's rescaling polynomial for a model: ``skipdit cache
+  calibrate-teacache``.
 
 The search is cheap where it can be. Every candidate's ideal speed-up comes from its plan over the run's
 timesteps (no model call); candidates below the target are dropped, and specs that give the same step
@@ -9,15 +13,20 @@ by PSNR against the uncached run (SSIM breaks ties), the fidelity convention of 
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import UserError
-from .base import CacheStats, StepPlan
-from .skip_cache import PRESETS, SkipCache
+import numpy as np
+import torch
+
+from .cache import CacheStats, SkipCache, StepPlan
+from .cache.base import relative_l1
+from .cache.skip_cache import PRESETS
+from .errors import UserError
+from .metrics.fidelity import SSIM_WINDOW, psnr, ssim
+from .sampling import Condition, Runtime, Sampling, denoise, generate
 
 DEFAULT_STARTS: tuple[int | None, ...] = (None, 900, 800, 700)
 DEFAULT_STOPS: tuple[int | None, ...] = (None, 50, 20)
@@ -69,23 +78,21 @@ class TuneResult:
 
 
 def tune(
-    model, target_speedup: float, seeds: Sequence[int], *, family: str = "skip",
+    model, target_speedup: float, seeds: Sequence[int], condition: Condition | int | Sequence[int] | None = None, *,
+    sampling: Sampling = Sampling(), runtime: Runtime = Runtime(), family: str = "skip",
     intervals: Iterable[int] = range(2, 9), branches: Iterable[int] | None = None,
     starts: Iterable[int | None] = DEFAULT_STARTS, stops: Iterable[int | None] = DEFAULT_STOPS,
-    tolerance: float = 0.05, max_candidates: int = 24, progress: bool = True, **generate_kwargs,
+    tolerance: float = 0.05, max_candidates: int = 24, progress: bool = True,
 ) -> TuneResult:
     """The Skip-Cache schedule of ``model`` with the best fidelity at ``target_speedup``.
 
     Candidates are every combination of ``intervals`` (N), ``branches`` (b; default 1..L//2, at most four),
     ``starts`` and ``stops`` (``None``: no window). Those whose ideal speed-up is at least
     ``target_speedup * (1 - tolerance)`` are deduplicated by step plan; the ``max_candidates`` closest to
-    the target are sampled on ``seeds`` with ``generate(**generate_kwargs)`` (labels or prompts, sampler,
-    steps, guidance ...) and ranked by mean PSNR against the uncached run, then SSIM.
+    the target are sampled on ``seeds`` with ``condition``, ``sampling`` and ``runtime`` and ranked by mean
+    PSNR against the uncached run, then SSIM. ``progress`` shows a bar over the candidates.
     """
-    from ..metrics.fidelity import SSIM_WINDOW, psnr, ssim
-    from ..sampling import generate
-
-    if not getattr(model, "has_long_skips", False):
+    if not model.has_long_skips:
         raise UserError("cache tune searches Skip-Cache schedules, which need a model with long skips "
                          "(a -skip preset); for a vanilla DiT use a peer cache")
     if family not in PRESETS:
@@ -96,15 +103,12 @@ def tune(
         raise UserError(f"tolerance must be in [0, 1), got {tolerance}")
     if max_candidates < 1:
         raise UserError(f"max_candidates must be >= 1, got {max_candidates}")
-    for key in ("cache", "seeds"):
-        if key in generate_kwargs:
-            raise UserError(f"tune sets generate()'s {key!r} itself; do not pass it")
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise UserError("no calibration seeds given")
 
     units = model.num_units
-    timesteps = _timesteps(generate_kwargs)
+    timesteps = sampling.diffusion(model).sampling_timesteps()
     policies = _enumerate(family, units, intervals, branches, starts, stops)
     plans = [(policy, policy.plan(timesteps, units)) for policy in policies]
     ideal = {policy: CacheStats.from_plan(plan, units).ideal_speedup for policy, plan in plans}
@@ -117,19 +121,20 @@ def tune(
     distinct = _dedupe(reaching)
     shortlist = sorted(distinct, key=lambda p: abs(ideal[p] - target_speedup))[:max_candidates]
 
-    settings = {**generate_kwargs, "progress": False}
-    generate(model, seeds, **{**settings, "respacing": "2"})  # warm-up at the full batch, so the timed
-    base = generate(model, seeds, **settings)  # uncached run pays no first-call or allocator costs
+    runtime = runtime.replace(progress=False)
+    run = lambda **kw: generate(model, seeds, condition, runtime=runtime, **kw)  # noqa: E731
+    run(sampling=sampling.replace(respacing="2"))  # warm-up at the full batch, so the timed
+    base = run(sampling=sampling)  # uncached run pays no first-call or allocator costs
     window_fits = min(base.images.shape[-3:-1]) >= SSIM_WINDOW
     evaluated = []
     for policy in _progress(shortlist, progress):
-        run = generate(model, seeds, cache=policy, **settings)
-        stats = run.stats
+        out = run(sampling=sampling, cache=policy)
+        stats = out.stats
         evaluated.append(TuneCandidate(
             policy.spec(), policy, stats.ideal_speedup, stats.full_steps, stats.cached_steps,
-            float(psnr(run.images, base.images).mean()),
-            float(ssim(run.images, base.images).mean()) if window_fits else None,
-            run.seconds, base.seconds / run.seconds if run.seconds > 0 else math.inf,
+            float(psnr(out.images, base.images).mean()),
+            float(ssim(out.images, base.images).mean()) if window_fits else None,
+            out.seconds, base.seconds / out.seconds if out.seconds > 0 else math.inf,
         ))
     evaluated.sort(key=lambda c: (-c.psnr, -(c.ssim if c.ssim is not None else 0.0), -c.ideal_speedup))
     return TuneResult(target_speedup, evaluated, base.seconds, len(policies), len(distinct),
@@ -165,20 +170,64 @@ def _dedupe(candidates: list[tuple[SkipCache, list[StepPlan]]]) -> list[SkipCach
     return kept
 
 
-def _timesteps(generate_kwargs: dict) -> list[int]:
-    """The timesteps ``generate`` will sample, from its own defaults for what is not given."""
-    from ..diffusion import GaussianDiffusion
-    from ..sampling import generate
-
-    defaults = inspect.signature(generate).parameters
-    steps = generate_kwargs.get("steps", defaults["steps"].default)
-    respacing = generate_kwargs.get("respacing") or str(steps)
-    return GaussianDiffusion.create(respacing).sampling_timesteps()
-
-
 def _progress(items: list, enabled: bool):
     if not enabled:
         return items
     from tqdm.auto import tqdm
 
     return tqdm(items, desc="cache tune", unit="candidate")
+
+
+# -- TeaCache calibration ----------------------------------------------------------------------------------
+def calibrate_teacache(
+    model, seeds: Sequence[int], condition: Condition | int | Sequence[int] | None = None, *,
+    sampling: Sampling = Sampling(), runtime: Runtime = Runtime(), degree: int = 4,
+) -> tuple[tuple[float, ...], dict]:
+    """Fit TeaCache's polynomial for ``model``: uncached runs on ``seeds``, least squares from the first
+    block's input change to the unit stack's output change over consecutive steps of each guidance branch.
+    Returns the coefficients (highest degree first) and fit statistics."""
+    pairs: list[tuple[float, float]] = []
+    denoise(model, seeds, condition, sampling=sampling, runtime=runtime,
+            start_cache=lambda timesteps: _ChangeRecorder(model, len(timesteps), pairs))
+    pairs = np.array(pairs)
+    if len(pairs) <= degree:
+        raise UserError(f"{len(pairs)} step pairs are too few to fit a degree-{degree} polynomial; use more steps")
+    x, y = pairs[:, 0], pairs[:, 1]
+    coefficients = np.polyfit(x, y, degree)
+    residual = y - np.polyval(coefficients, x)
+    r2 = 1 - (residual**2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-30)
+    return tuple(float(c) for c in coefficients), {"pairs": len(pairs), "r2": float(r2)}
+
+
+class _ChangeRecorder:
+    """The cache seam of one uncached run that records, per guidance branch and pair of consecutive steps,
+    (change of the first block's modulated input, change of the unit stack's output): TeaCache's data. It
+    runs every unit: it is a measurement, not a policy."""
+
+    def __init__(self, model, steps: int, pairs: list):
+        self.stats = CacheStats.uncached(steps, model.num_units)
+        self.pairs = pairs
+        self._last: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # branch -> (probe, output)
+
+    def begin_step(self, k: int) -> None:
+        pass
+
+    def branch(self, name: str) -> _RecordedBranch:
+        return _RecordedBranch(self, name)
+
+    def run_units(self, model, h: torch.Tensor, c, branch: str) -> torch.Tensor:
+        probe, out = model.first_block_input(h, c), model.run_units(h, c)
+        if branch in self._last:
+            last_probe, last_out = self._last[branch]
+            self.pairs.append((relative_l1(probe, last_probe).item(), relative_l1(out, last_out).item()))
+        self._last[branch] = probe, out
+        return out
+
+
+@dataclass(frozen=True)
+class _RecordedBranch:
+    recorder: _ChangeRecorder
+    name: str
+
+    def run_units(self, model, h: torch.Tensor, c) -> torch.Tensor:
+        return self.recorder.run_units(model, h, c, self.name)
