@@ -8,6 +8,8 @@ Every skipdit model (:class:`~skipdit.models.DiT`, :class:`~skipdit.models.Latte
 A model is a stack of ``num_units`` *units* (DiT blocks, Latte (spatial, temporal) pairs, Latte-T2V
 layers; reference §B.1). With long skips, units ``0 .. L/2-1`` push their outputs and unit ``i >= L/2``
 first fuses the output of unit ``L-1-i``. Caches act through :meth:`DiffusionModel.run_units`.
+skipdit's own models share that loop, and the members that follow from their configs, through
+:class:`skipdit.models.skip.LongSkipStack`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ COMMON_POSITIVE = ("input_size", "patch_size", "in_channels", "hidden_size", "de
 
 
 class ModelConfig:
+    """The base of every family's config; ``ModelConfig`` in an annotation means any of them."""
+
     family = "model"  # for messages: "unknown DiT config field(s) ..."
 
     def check(self, positive: tuple[str, ...] = (), dropout: str | None = None) -> None:

@@ -1,18 +1,25 @@
 """DiT and Skip-DiT for class-conditional image (latent) generation.
 
 ``long_skip=False`` is the DiT of Peebles & Xie; ``long_skip=True`` is the official ``DiT_skip``
-(reference §A.2): blocks ``0 .. L/2-1`` push their outputs, block ``i >= L/2`` fuses with the output
-of block ``L-1-i`` through ``skip_norms[i-L/2]`` / ``skip_linears[i-L/2]``.
+(reference §A.2). The ``L`` blocks form a U: the encoder half, blocks ``0 .. L/2-1``, pushes each
+block's output on a stack; in the decoder half, block ``i >= L/2`` first pops the output of its mirror
+block ``L-1-i`` and fuses it into the hidden state through ``skip_norms[i-L/2]`` /
+``skip_linears[i-L/2]`` (:func:`skipdit.models.skip.fuse`). Without long skips the same two halves
+run with nothing pushed or popped.
 
 The forward pass is written as explicit segments so that caches can act between them:
 
-    h, c = embed(x, t, y)                     # patchify + pos-embed, conditioning vector
-    h    = run_units(h, c, 0, L, skips)       # the block stack (a cache may run parts of it)
-    out  = head(h, c)                          # final adaLN layer + unpatchify
+    h, c = embed(x, t, y)                         # patchify + pos-embed (N, T, D); conditioning (N, D)
+    h    = run_units(h, c, 0, L/2, skips)         # encoder half: push
+    h    = run_units(h, c, L/2, L, skips)         # decoder half: pop and fuse, then the block
+    out  = head(h, c)                             # final adaLN layer + unpatchify (N, C_out, H, W)
+
+A cache replaces the two halves by its own schedule of ``run_units`` calls (``skipdit.cache``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -62,7 +69,8 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, memo=None) -> torch.Tensor:
         """``memo``: see :func:`skipdit.models.skip.sublayer`; the gates are always recomputed."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        modulation = self.adaLN_modulation(c)  # (N, 6D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)  # (N, D) each
         attn = sublayer(memo, "attn", self.attn, modulate(self.norm1(x), shift_msa, scale_msa))
         x = x + gate_msa.unsqueeze(1) * attn
         mlp = sublayer(memo, "mlp", self.mlp, modulate(self.norm2(x), shift_mlp, scale_mlp))
@@ -99,7 +107,7 @@ def init_dit_weights_(model: nn.Module) -> None:
     w = model.x_embedder.proj.weight.data
     nn.init.xavier_uniform_(w.view(w.shape[0], -1))
     nn.init.zeros_(model.x_embedder.proj.bias)
-    if hasattr(model, "y_embedder"):  # an unconditional Latte has none
+    if model.num_classes:  # an unconditional Latte has no label embedder
         nn.init.normal_(model.y_embedder.embedding_table.weight, std=0.02)
     nn.init.normal_(model.t_embedder.mlp[0].weight, std=0.02)
     nn.init.normal_(model.t_embedder.mlp[2].weight, std=0.02)
@@ -135,23 +143,32 @@ class DiT(LongSkipStack, nn.Module):
         self.gradient_checkpointing = False
         self.initialize_weights()
 
-    # -- properties used by caches, guidance and samplers -------------------------------------------
+    # -- the model protocol (skipdit.protocol), used by caches, guidance, samplers and training -----
+    task = "c2i"
+    conditioning = "class"
+    num_frames = None  # an image model
+    sublayers = ("attn", "mlp")  # what its blocks call them (models.skip.sublayer)
+
     @property
     def num_units(self) -> int:
         """Units a cache schedules over: the DiT blocks."""
         return self.config.depth
 
     @property
-    def null_label(self) -> int:
+    def num_classes(self) -> int:
         return self.config.num_classes
 
-    conditioning = "class"
-    sublayers = ("attn", "mlp")  # what its blocks call them (models.skip.sublayer)
+    @property
+    def null_label(self) -> int:
+        return self.config.num_classes  # the extra row of the label table
+
+    def repeated_blocks(self) -> Iterator[nn.Module]:
+        return iter(self.blocks)
 
     def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
         """(C, H, W) of one sample; an image model takes no frame count."""
         if num_frames not in (None, 1):
-            raise UserError("this is an image model: --num-frames does not apply")
+            raise UserError(f"this is an image model: num_frames does not apply (got {num_frames})")
         size = self.config.input_size
         return (self.config.in_channels, size, size)
 
@@ -164,8 +181,8 @@ class DiT(LongSkipStack, nn.Module):
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, force_drop: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (N, T, D) with positions added, and the conditioning vector c = t_emb + y_emb (N, D)."""
-        h = self.x_embedder(x) + self.pos_embed  # (N, T, D)
-        return h, self.t_embedder(t) + self.y_embedder(y, force_drop)
+        h = self.x_embedder(x) + self.pos_embed  # (N, C, H, W) -> (N, T, D), T = (H/p)(W/p)
+        return h, self.t_embedder(t) + self.y_embedder(y, force_drop)  # (N, D)
 
     def unit(self, i: int, h: torch.Tensor, c: torch.Tensor, memo=None) -> torch.Tensor:
         """A DiT unit is one block (reference §B.2: L = 28 for DiT-XL/2)."""
@@ -175,12 +192,12 @@ class DiT(LongSkipStack, nn.Module):
         return self.blocks[0].attn_input(h, c)
 
     def head(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.unpatchify(self.final_layer(h, c))
+        return self.unpatchify(self.final_layer(h, c))  # (N, T, D) -> (N, T, p*p*C_out) -> (N, C_out, H, W)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         p, ch = self.config.patch_size, self.config.out_channels
         g = self.config.input_size // p
-        x = x.reshape(x.shape[0], g, g, p, p, ch)
+        x = x.reshape(x.shape[0], g, g, p, p, ch)  # (N, H/p, W/p, p, p, C_out)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], ch, g * p, g * p)  # (N, C_out, H, W)
 
     def forward(
@@ -192,6 +209,11 @@ class DiT(LongSkipStack, nn.Module):
         size = self.config.input_size
         if x.shape[-2:] != (size, size):
             raise UserError(f"expected inputs of spatial size {size}x{size}, got {tuple(x.shape[-2:])}")
-        h, c = self.embed(x, t, y, force_drop)
-        h = self.run_units(h, c) if cache is None else cache.run_units(self, h, c)
-        return self.head(h, c)
+        h, c = self.embed(x, t, y, force_drop)  # (N, T, D) tokens, (N, D) conditioning
+        if cache is not None:  # the cache decides which blocks run at this step
+            h = cache.run_units(self, h, c)
+        else:
+            depth, skips = self.num_units, []
+            h = self.run_units(h, c, 0, depth // 2, skips)  # encoder half: blocks 0..L/2-1 push their outputs
+            h = self.run_units(h, c, depth // 2, depth, skips)  # decoder half: block i fuses block L-1-i's first
+        return self.head(h, c)  # (N, C_out, H, W)

@@ -17,6 +17,7 @@ temporal blocks and ``temp_embed``, so they never mix with the video frames.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -84,7 +85,7 @@ def check_frames(frames: int, num_image_frames: int, max_frames: int) -> int:
     video = frames - num_image_frames
     if video > max_frames:
         raise UserError(f"{video} video frames, but this model's temporal embedding serves at most {max_frames} "
-                         f"(num_frames={max_frames}); sample with --num-frames {max_frames} or fewer")
+                         f"(num_frames={max_frames}); ask for {max_frames} frames or fewer")
     return video
 
 
@@ -112,6 +113,11 @@ def unpatchify_frames(x: torch.Tensor, ctx: VideoContext, patch: int, channels: 
 class VideoStack(LongSkipStack):
     """A long-skip unit stack over videos: Latte and Latte-T2V."""
 
+    @property
+    def num_frames(self) -> int:
+        """The frames a sample has by default: the most the temporal embedding serves."""
+        return self.config.num_frames
+
     def sample_shape(self, num_frames: int | None = None) -> tuple[int, ...]:
         """(C, F, H, W) of one sample; ``num_frames`` defaults to the most the model serves."""
         if num_frames is not None and num_frames < 1:  # 0 is an error, not "the default" (None is)
@@ -124,9 +130,6 @@ class VideoStack(LongSkipStack):
 class Latte(VideoStack, nn.Module):
     """Latte / Latte-skip. ``forward(x, t, y)``: ``x`` (N, C, F, H, W), ``t`` (N,) on the 0..999 scale,
     ``y`` (N,) class ids (``num_classes`` = null; ignored by an unconditional model)."""
-
-    conditioning = "class"
-    sublayers = ("attn", "mlp", "temporal_attn", "temporal_mlp")  # what its blocks call them (models.skip.sublayer)
 
     def __init__(self, config: LatteConfig):
         super().__init__()
@@ -147,15 +150,27 @@ class Latte(VideoStack, nn.Module):
         self.gradient_checkpointing = False
         self.initialize_weights()
 
-    # -- properties used by caches, guidance, samplers and training -----------------------------------
+    # -- the model protocol (skipdit.protocol), used by caches, guidance, samplers and training -------
+    task = "c2v"
+    conditioning = "class"  # with num_classes 0 an unconditional model, which ignores its labels
+    sublayers = ("attn", "mlp", "temporal_attn", "temporal_mlp")  # what its blocks call them (models.skip.sublayer)
+
     @property
     def num_units(self) -> int:
         """Units a cache schedules over: the (spatial, temporal) pairs (reference §B.2: 14 for Latte-XL/2)."""
         return self.config.depth // 2
 
     @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
     def null_label(self) -> int | None:
         return self.config.num_classes if self.config.num_classes else None
+
+    def repeated_blocks(self) -> Iterator[nn.Module]:
+        """The spatial and temporal blocks, all DiT blocks."""
+        return iter(self.blocks)
 
     # -- initialisation ---------------------------------------------------------------------------------
     def initialize_weights(self) -> None:
@@ -218,6 +233,11 @@ class Latte(VideoStack, nn.Module):
         if self.config.num_classes and y is None:
             raise UserError("this Latte is class-conditional: pass labels y")
         h, ctx = self.embed(x, t, y, force_drop=force_drop, num_image_frames=num_image_frames,
-                            image_labels=image_labels)
-        h = self.run_units(h, ctx) if cache is None else cache.run_units(self, h, ctx)
-        return self.head(h, ctx)
+                            image_labels=image_labels)  # (N*F, T, D) per-frame tokens
+        if cache is not None:  # the cache decides which units run at this step
+            h = cache.run_units(self, h, ctx)
+        else:
+            depth, skips = self.num_units, []
+            h = self.run_units(h, ctx, 0, depth // 2, skips)  # encoder half: units 0..L/2-1 push their outputs
+            h = self.run_units(h, ctx, depth // 2, depth, skips)  # decoder half: unit i fuses unit L-1-i's first
+        return self.head(h, ctx)  # (N, C_out, F, H, W)

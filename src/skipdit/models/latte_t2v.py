@@ -19,6 +19,8 @@ skipdit passes one so that a sample does not depend on its batch.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -62,10 +64,10 @@ class LatteT2VConfig(ModelConfig):
 
 
 # -- layers in diffusers' naming ---------------------------------------------------------------------------
-class Attention(nn.Module):
-    """Multi-head attention with separate ``to_q``/``to_k``/``to_v`` and ``to_out.0`` (diffusers' names).
-    Keys and values come from ``context`` when given (cross-attention); ``mask`` (N, L) bool marks the
-    context tokens to attend to."""
+class SplitQKVAttention(nn.Module):
+    """Multi-head attention with separate ``to_q``/``to_k``/``to_v`` and ``to_out.0`` (diffusers' names),
+    where DiT's :class:`~skipdit.models.layers.Attention` fuses them into one ``qkv``. Keys and values come
+    from ``context`` when given (cross-attention); ``mask`` (N, L) bool marks the context tokens to attend to."""
 
     def __init__(self, dim: int, num_heads: int, context_dim: int | None = None, bias: bool = True):
         super().__init__()
@@ -113,9 +115,9 @@ class AdaLNSingleBlock(nn.Module):
         super().__init__()
         d = cfg.hidden_size
         self.norm1 = nn.LayerNorm(d, eps=cfg.norm_eps, elementwise_affine=False)
-        self.attn1 = Attention(d, cfg.num_heads, bias=cfg.attention_bias)
+        self.attn1 = SplitQKVAttention(d, cfg.num_heads, bias=cfg.attention_bias)
         if cross_attention:
-            self.attn2 = Attention(d, cfg.num_heads, context_dim=d, bias=cfg.attention_bias)
+            self.attn2 = SplitQKVAttention(d, cfg.num_heads, context_dim=d, bias=cfg.attention_bias)
         self.norm2 = nn.LayerNorm(d, eps=cfg.norm_eps, elementwise_affine=False)
         self.ff = FeedForward(d, int(d * cfg.mlp_ratio))
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
@@ -177,9 +179,6 @@ class LatteT2V(VideoStack, nn.Module):
     """Latte-T2V / Latte-T2V-skip. ``forward(x, t, text, text_mask)``: ``x`` (N, C, F, H, W), ``t`` (N,)
     on the 0..999 scale, ``text`` (N, L, caption_channels), ``text_mask`` (N, L) bool or None."""
 
-    conditioning = "text"
-    sublayers = ("attn", "cross_attn", "mlp", "temporal_attn", "temporal_mlp")  # see models.skip.sublayer
-
     def __init__(self, config: LatteT2VConfig):
         super().__init__()
         self.config = cfg = config
@@ -205,11 +204,24 @@ class LatteT2V(VideoStack, nn.Module):
         if cfg.long_skip:
             init_long_skips_(self.skip_norms, self.skip_linears, cfg.skip_init)
 
-    # -- properties used by caches, guidance, samplers and training -----------------------------------
+    # -- the model protocol (skipdit.protocol), used by caches, guidance, samplers and training -------
+    conditioning = "text"
+    num_classes = 0
+    null_label = None  # the unconditional branch is the empty caption, not a label
+    sublayers = ("attn", "cross_attn", "mlp", "temporal_attn", "temporal_mlp")  # see models.skip.sublayer
+
+    @property
+    def task(self) -> str:
+        """A one-frame model is a text-to-image model (its samples are images)."""
+        return "t2i" if self.config.num_frames == 1 else "t2v"
+
     @property
     def num_units(self) -> int:
         """Units a cache schedules over: the layers (reference §B.2: 28 for Latte-T2V)."""
         return self.config.depth
+
+    def repeated_blocks(self) -> Iterator[nn.Module]:
+        return itertools.chain(self.transformer_blocks, self.temporal_transformer_blocks)
 
     # -- forward segments ---------------------------------------------------------------------------------
     def embed(
@@ -270,6 +282,11 @@ class LatteT2V(VideoStack, nn.Module):
         are independent images (joint training) with captions ``image_text`` (N, K, L, C). ``temporal=False``
         skips the temporal blocks (diffusers' ``enable_temporal_attentions=False``, for images)."""
         h, ctx = self.embed(x, t, text, text_mask, num_image_frames=num_image_frames, image_text=image_text,
-                            image_text_mask=image_text_mask, temporal=temporal)
-        h = self.run_units(h, ctx) if cache is None else cache.run_units(self, h, ctx)
-        return self.head(h, ctx)
+                            image_text_mask=image_text_mask, temporal=temporal)  # (N*F, T, D) per-frame tokens
+        if cache is not None:  # the cache decides which layers run at this step
+            h = cache.run_units(self, h, ctx)
+        else:
+            depth, skips = self.num_units, []
+            h = self.run_units(h, ctx, 0, depth // 2, skips)  # encoder half: layers 0..L/2-1 push their outputs
+            h = self.run_units(h, ctx, depth // 2, depth, skips)  # decoder half: layer i fuses layer L-1-i's first
+        return self.head(h, ctx)  # (N, C_out, F, H, W)

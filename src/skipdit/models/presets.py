@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..registry import Registry
+from .config import ModelConfig
 from .dit import DiT, DiTConfig
 from .latte import Latte, LatteConfig
 from .latte_t2v import LatteT2V, LatteT2VConfig
 
 # arch name (stored in our safetensors) -> (config class, model class)
 ARCHS = {"dit": (DiTConfig, DiT), "latte": (LatteConfig, Latte), "latte_t2v": (LatteT2VConfig, LatteT2V)}
-ModelConfig = DiTConfig | LatteConfig | LatteT2VConfig
 
 # (hidden_size, depth, num_heads) of the DiT sizes (DiT paper, Table 1); Latte uses the same sizes.
 DIT_SIZES = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}

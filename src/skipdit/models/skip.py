@@ -101,12 +101,17 @@ class LongSkipStack:
     """The unit loop shared by every model with (optional) long skips: DiT blocks, Latte
     (spatial, temporal) pairs and Latte-T2V layers are all "units" (reference §B.1).
 
-    A model mixes this in and provides ``config`` (with ``long_skip`` and ``in_channels``),
-    ``unit(i, h, ctx)`` (run unit ``i``), ``num_units``, ``gradient_checkpointing`` and, with long
-    skips, ``skip_norms`` / ``skip_linears``. Units ``0 .. L/2-1`` push their outputs; unit
-    ``i >= L/2`` first fuses the top of the stack through ``skip_norms[i - L/2]`` (LIFO, so unit ``i``
-    meets unit ``L-1-i``). ``ctx`` is whatever the model's units need (a conditioning vector, per-frame
-    contexts, ...): caches pass it through untouched.
+    This is the part of :class:`skipdit.protocol.DiffusionModel` that all skipdit models share:
+    ``run_units``, ``has_long_skips``, ``in_channels`` and ``learn_sigma``. A model mixes it in and
+    provides the rest of the protocol (``task``, ``conditioning``, ``num_classes``, ``null_label``,
+    ``num_frames``, ``num_units``, ``sublayers``, ``sample_shape``, ``first_block_input``,
+    ``repeated_blocks``, ``forward``; the video models get ``num_frames`` and ``sample_shape`` from
+    ``models.latte.VideoStack``), plus what the loop needs: ``config`` (with ``long_skip``,
+    ``in_channels`` and ``learn_sigma``), ``unit(i, h, ctx, memo)`` (run unit ``i``),
+    ``gradient_checkpointing`` and, with long skips, ``skip_norms`` / ``skip_linears``. Units
+    ``0 .. L/2-1`` push their outputs; unit ``i >= L/2`` first fuses the top of the stack through
+    ``skip_norms[i - L/2]`` (LIFO, so unit ``i`` meets unit ``L-1-i``). ``ctx`` is whatever the model's
+    units need (a conditioning vector, per-frame contexts, ...): caches pass it through untouched.
     """
 
     num_units: int
@@ -119,6 +124,10 @@ class LongSkipStack:
     @property
     def in_channels(self) -> int:
         return self.config.in_channels
+
+    @property
+    def learn_sigma(self) -> bool:
+        return self.config.learn_sigma
 
     def unit(self, i: int, h: torch.Tensor, ctx, memo=None) -> torch.Tensor:
         raise NotImplementedError
