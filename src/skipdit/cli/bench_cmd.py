@@ -14,9 +14,10 @@ from ..distributed import check_device
 from ..errors import UserError
 from ..io import atomic_write, parse_int_list
 from ..loading import DEFAULT_PROMPTS
-from ..sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Condition, Runtime, Sampling, cycle
+from ..sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Condition, cycle
 from .common import MAX_SEEDS, check_in_file, check_out_dir, guidance_scale, positive_int
 from .help import DEVICE_HELP, MODEL_HELP, NO_PROGRESS_HELP, examples
+from .options import runtime_from, sampling_from
 
 # A sweep runs every method several times: it samples with DDIM (at its default steps) unless told otherwise.
 BENCH_SAMPLER = "ddim"
@@ -81,7 +82,7 @@ def run(args) -> int:
     for option, path in (("--lpips-backbone", args.lpips_backbone), ("--lpips-heads", args.lpips_heads)):
         if path is not None:
             check_in_file(path, option)
-    sampling = Sampling(sampler=args.sampler, steps=args.steps, guidance_scale=args.cfg_scale)
+    sampling = sampling_from(args)
     methods = select_methods(args.caches, sampling.num_steps)
     check_device(args.device)  # before any model moves: torch's own errors come from deep inside .to()
     check_out_dir(args.out)  # before the run, which takes minutes, not after it
@@ -93,7 +94,7 @@ def run(args) -> int:
         if models["baseline"].conditioning != models["model"].conditioning:
             raise UserError("--model and --baseline-model must take the same conditioning")
     bench = Bench(models, names, seeds, _condition(args, models["model"], len(seeds)), sampling,
-                  Runtime(device=args.device), repeats=args.repeats, evaluator=_evaluator(models["model"]),
+                  runtime_from(args, progress=False), repeats=args.repeats, evaluator=_evaluator(models["model"]),
                   lpips_model=_lpips(args), progress=not args.no_progress)
     rows, skipped = run_bench(bench, methods, Preparer(bench, calibration))
 

@@ -119,15 +119,28 @@ def check_task_flags(args, task: str) -> None:
                        num_frames="--num-frames" if args.num_frames is not None else None)
 
 
+# Sampling field <- the option that sets it; a subcommand without the option (bench has no --respacing) gets
+# the field's default
+_SAMPLING_OPTIONS = {"sampler": "sampler", "steps": "steps", "respacing": "respacing", "eta": "eta",
+                     "guidance_scale": "cfg_scale", "guidance_mode": "cfg_mode", "num_frames": "num_frames"}
+
+
 def sampling_from(args) -> Sampling:
-    return Sampling(sampler=args.sampler, steps=args.steps, respacing=args.respacing, eta=args.eta,
-                    guidance_scale=args.cfg_scale, guidance_mode=args.cfg_mode, batched_guidance=not args.cfg_two_pass,
-                    num_frames=args.num_frames)
+    """The :class:`Sampling` of a subcommand's arguments: every subcommand that samples builds it here."""
+    given = vars(args)
+    fields = {name: given[option] for name, option in _SAMPLING_OPTIONS.items() if option in given}
+    if "cfg_two_pass" in given:
+        fields["batched_guidance"] = not given["cfg_two_pass"]
+    return Sampling(**fields)
 
 
 def runtime_from(args, **changes) -> Runtime:
-    fields = dict(device=args.device, precision=args.precision, compile=args.compile, batch_size=args.batch_size,
-                  progress=not args.no_progress)
+    """The :class:`Runtime` of a subcommand's arguments (absent options keep the field's default), with
+    ``changes``."""
+    given = vars(args)
+    fields = {name: given[name] for name in ("device", "precision", "compile", "batch_size") if name in given}
+    if "no_progress" in given:
+        fields["progress"] = not given["no_progress"]
     return Runtime(**{**fields, **changes})
 
 
