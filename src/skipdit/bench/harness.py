@@ -341,9 +341,10 @@ def rows_as_dicts(rows: Sequence[Row]) -> list[dict]:
 
 
 class Preparer:
-    """Turns a :class:`Method` into (module to sample with, cache policy). Fits what a method needs per
-    model on its own calibration seeds, never the evaluation seeds: TeaCache's polynomial (when the spec
-    gives none) and MagCache's ratios."""
+    """``preparer(method, model)``: the method as (the module to sample with, its cache policy or ``None``, the
+    uncached module its timing is compared with). Fits what a method needs per model on its own calibration
+    seeds, never the evaluation seeds, with the bench's condition and settings: TeaCache's polynomial (when
+    the spec gives none) and MagCache's ratios."""
 
     def __init__(self, bench: Bench, calibration_seeds: Sequence[int]):
         self.bench, self.seeds = bench, list(calibration_seeds)

@@ -3,11 +3,14 @@ paper's Figure 1c) and the per-step feature similarity (Figure 1a)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from .harness import Row
+from ..io import atomic_write
+from .harness import Row, rows_as_dicts
 
 # Figure 1a compares Skip-DiT + Skip-Cache with vanilla DiT + FORA and + DeepCache-style, at the same N.
 SIMILARITY_METHODS = (("Skip-Cache", "N=3"), ("FORA", "N=3"), ("DeepCache-style", "N=3,b=1"))
@@ -98,3 +101,38 @@ def _figure(size: tuple[float, float]):
     except ImportError as err:
         raise UserError("the bench plots need matplotlib: pip install 'skipdit[plots]'") from err
     return Figure(figsize=size)
+
+
+@dataclass
+class BenchReport:
+    """What :func:`write_report` wrote: the text of ``bench.md`` and the files in the output folder."""
+
+    text: str
+    files: list[str]
+    drawn: list[str]  # the families the similarity plot shows
+
+
+def write_report(out: str | Path, rows: Sequence[Row], skipped: Sequence[dict], context: str) -> BenchReport:
+    """``bench.md`` (the table), ``bench.json`` (every row), ``pareto.png`` (PSNR against the measured speed-up,
+    the paper's Figure 1c), ``pareto-macs.png`` (against the ideal speed-up from counted MACs) and
+    ``similarity.png`` (per-step feature similarity, Figure 1a) in ``out``, each written atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = f"{context}\n\n{markdown_table(rows)}\n"
+    summary = headline(rows)
+    if summary:
+        text += f"\n{summary}\n"
+    batch_wide = [r.method for r in rows if r.batch_dependent]
+    if batch_wide:
+        text += (f"\nDecided per batch, so each sample depends on the other seeds of its batch (docs/caches.md): "
+                 f"{', '.join(batch_wide)}.\n")
+    if skipped:
+        text += "\nNot run:\n" + "".join(f"- {s['method']}: {s['reason']}\n" for s in skipped)
+    payload = json.dumps({"context": context, "rows": rows_as_dicts(rows), "skipped": list(skipped)}, indent=1)
+    atomic_write(out / "bench.md", lambda tmp: tmp.write_text(text))
+    atomic_write(out / "bench.json", lambda tmp: tmp.write_text(payload))
+    atomic_write(out / "pareto.png", lambda tmp: pareto_plot(rows, tmp))
+    atomic_write(out / "pareto-macs.png", lambda tmp: pareto_plot(rows, tmp, x="ideal"))
+    drawn: list[str] = []
+    atomic_write(out / "similarity.png", lambda tmp: drawn.extend(similarity_plot(rows, tmp)))
+    return BenchReport(text, ["bench.md", "bench.json", "pareto.png", "pareto-macs.png", "similarity.png"], drawn)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
-from ..bench.harness import DIFFUSERS, FAMILIES, Bench, Preparer, rows_as_dicts, run_bench, select_methods
-from ..bench.report import headline, markdown_table, pareto_plot, similarity_plot
+from ..bench.harness import DIFFUSERS, FAMILIES, Bench, Preparer, run_bench, select_methods
+from ..bench.report import write_report
 from ..convert import load
 from ..distributed import check_device
 from ..errors import UserError
-from ..io import atomic_write, parse_int_list
+from ..io import parse_int_list
 from ..loading import DEFAULT_PROMPTS
 from ..sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Condition, cycle
 from .common import MAX_SEEDS, check_in_file, check_out_dir, guidance_scale, positive_int
@@ -98,34 +95,14 @@ def run(args) -> int:
                   lpips_model=_lpips(args), progress=not args.no_progress)
     rows, skipped = run_bench(bench, methods, Preparer(bench, calibration))
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(rows)
-    summary = headline(rows)
     scale = sampling.guidance_for(models["model"])
     context = (f"{len(seeds)} seeds, {args.sampler}-{sampling.num_steps}, cfg {scale}, {args.repeats} timed repeats, "
                f"device {args.device}, torch {torch.__version__}")
-    text = f"{context}\n\n{table}\n"
-    if summary:
-        text += f"\n{summary}\n"
-    batch_wide = [r.method for r in rows if r.batch_dependent]
-    if batch_wide:
-        text += (f"\nDecided per batch, so each sample depends on the other seeds of its batch (docs/caches.md): "
-                 f"{', '.join(batch_wide)}.\n")
-    if skipped:
-        text += "\nNot run:\n" + "".join(f"- {s['method']}: {s['reason']}\n" for s in skipped)
-    payload = json.dumps({"context": context, "rows": rows_as_dicts(rows), "skipped": skipped}, indent=1)
-    atomic_write(out / "bench.md", lambda tmp: tmp.write_text(text))
-    atomic_write(out / "bench.json", lambda tmp: tmp.write_text(payload))
-    atomic_write(out / "pareto.png", lambda tmp: pareto_plot(rows, tmp))
-    atomic_write(out / "pareto-macs.png", lambda tmp: pareto_plot(rows, tmp, x="ideal"))
-    drawn = []
-    atomic_write(out / "similarity.png", lambda tmp: drawn.extend(similarity_plot(rows, tmp)))
-    print(text)
+    report = write_report(args.out, rows, skipped, context)
+    print(report.text)
     if args.flops:
         print("\n".join(f"{r.method}: {r.macs_per_sample / 1e9:.3f} GMACs per sample" for r in rows))
-    print(f"-> {out}/bench.md, bench.json, pareto.png, pareto-macs.png, similarity.png "
-          f"({', '.join(drawn) or 'no matching rows'})")
+    print(f"-> {args.out}/{', '.join(report.files)} ({', '.join(report.drawn) or 'no matching rows'})")
     return 0
 
 
