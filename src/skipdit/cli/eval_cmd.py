@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 
 import torch
 
@@ -189,26 +188,13 @@ def run_fvd(args) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    real_clips = F.ClipSpec(args.clip_length, args.real_subsample, random_offset=True, max_videos=args.num_videos,
-                            seed=args.seed)
-    fake_clips = F.ClipSpec(args.clip_length, 1, max_videos=args.num_videos, seed=args.seed)
     detector = F.load_detector(args.detector, args.device)
-    if args.save_ref_stats and F.is_stats_file(args.reference):
-        raise UserError(f"{args.reference} already holds statistics; --save-ref-stats needs the real videos")
-    options = dict(batch_size=args.batch_size, progress=not args.no_progress)
-    real = F.load_or_compute_stats(args.reference, detector, real_clips, "real", **options)
-    fake = F.load_or_compute_stats(args.samples, detector, fake_clips, "fake", **options)
-    if args.save_ref_stats:
-        F.save_stats(real, args.save_ref_stats)
-    score = F.fvd(real, fake, detector, real_clips=real_clips, fake_clips=fake_clips)
-    result = {"fvd": score, "samples": fake.count, "reference": real.count, "feature_net": detector.name,
-              "real_clips": asdict(real_clips), "fake_clips": asdict(fake_clips)}
-    lines = [f"FVD: {score:.4f}"]
-    if args.frame_fid:
-        if F.is_stats_file(args.samples) or F.is_stats_file(args.reference):
-            raise UserError("--frame-fid needs the videos of both sets, not saved statistics")
-        net = load_feature_net(args.frame_fid, device=args.device)
-        result["frame_fid"] = F.frame_fid(args.reference, args.samples, net.pool, max_videos=args.num_videos,
-                                          seed=args.seed, batch_size=4 * args.batch_size)
+    net = load_feature_net(args.frame_fid, device=args.device) if args.frame_fid else None
+    result = F.evaluate_fvd(args.samples, args.reference, detector, clip_length=args.clip_length,
+                            real_subsample=args.real_subsample, num_videos=args.num_videos, seed=args.seed,
+                            batch_size=args.batch_size, save_ref_stats=args.save_ref_stats, frame_fid_net=net,
+                            progress=not args.no_progress)
+    lines = [f"FVD: {result['fvd']:.4f}"]
+    if net is not None:
         lines.append(f"per-frame FID ({net.name}): {result['frame_fid']:.4f}")
     return _report(args, result, lines)

@@ -423,3 +423,32 @@ def frame_fid(real: VideoSet | PathLike, fake: VideoSet | PathLike,
     folders: every frame is an image; mean and covariance as :func:`mean_cov`)."""
     a, b = (frame_features(v, features, max_videos=max_videos, seed=seed, batch_size=batch_size) for v in (real, fake))
     return frechet_distance(*mean_cov(a), *mean_cov(b))
+
+
+def evaluate_fvd(
+    samples: PathLike, reference: PathLike, detector: Detector, *, clip_length: int = 16, real_subsample: int = 1,
+    num_videos: int | None = NUM_VIDEOS, seed: int = 0, batch_size: int = 8, save_ref_stats: PathLike | None = None,
+    frame_fid_net=None, progress: bool = False,
+) -> dict:
+    """FVD of ``samples`` against ``reference`` (each videos or a stats ``.npz``): real clips of ``clip_length``
+    frames every ``real_subsample`` frames from a random offset, generated clips from frame 0, on the same
+    ``num_videos`` videos chosen by ``seed``. ``save_ref_stats`` writes the real statistics for later runs;
+    ``frame_fid_net`` (a :class:`~skipdit.metrics.features.FeatureNet`) adds the per-frame FID."""
+    real_clips = ClipSpec(clip_length, real_subsample, random_offset=True, max_videos=num_videos, seed=seed)
+    fake_clips = ClipSpec(clip_length, 1, max_videos=num_videos, seed=seed)
+    if save_ref_stats and is_stats_file(reference):
+        raise UserError(f"{reference} already holds statistics; saving reference statistics needs the real videos")
+    if frame_fid_net is not None and (is_stats_file(samples) or is_stats_file(reference)):
+        raise UserError("the per-frame FID needs the videos of both sets, not saved statistics")
+    options = dict(batch_size=batch_size, progress=progress)
+    real = load_or_compute_stats(reference, detector, real_clips, "real", **options)
+    fake = load_or_compute_stats(samples, detector, fake_clips, "fake", **options)
+    if save_ref_stats:
+        save_stats(real, save_ref_stats)
+    result = {"fvd": fvd(real, fake, detector, real_clips=real_clips, fake_clips=fake_clips), "samples": fake.count,
+              "reference": real.count, "feature_net": detector.name, "real_clips": asdict(real_clips),
+              "fake_clips": asdict(fake_clips)}
+    if frame_fid_net is not None:
+        result["frame_fid"] = frame_fid(reference, samples, frame_fid_net.pool, max_videos=num_videos, seed=seed,
+                                        batch_size=4 * batch_size)
+    return result
