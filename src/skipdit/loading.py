@@ -148,11 +148,16 @@ def load_for_sampling(request: ModelRequest, device: str = "cpu") -> Loaded:
         raise UserError(f"task {request.task} was asked for, but the model is a {model.task} model")
     if vae is None and model.in_channels not in (1, 3):
         raise UserError(f"this model makes {model.in_channels}-channel latents: give a VAE to decode them")
-    encoder = None
-    if model.task in TEXT_TASKS:
-        from .text import load_text_encoder
+    return Loaded(model, vae, text_encoder_for(model, request, device), model.task, request)
 
-        stored = stored_text_encoder(request.checkpoint()) if request.checkpoint() else None
-        spec = {"name": request.text_encoder} if request.text_encoder else stored or {}
-        encoder = load_text_encoder(spec.get("name"), max_length=spec.get("max_length"), device=device)
-    return Loaded(model, vae, encoder, model.task, request)
+
+def text_encoder_for(model, request: ModelRequest, device: str = "cpu"):
+    """The text encoder of a text model: the one ``request`` names, else the one stored with the checkpoint,
+    else the built-in MiniLM; ``None`` for other models."""
+    if model.task not in TEXT_TASKS:
+        return None
+    from .text import load_text_encoder
+
+    stored = stored_text_encoder(request.checkpoint()) if request.checkpoint() else None
+    spec = {"name": request.text_encoder} if request.text_encoder else stored or {}
+    return load_text_encoder(spec.get("name"), max_length=spec.get("max_length"), device=device)

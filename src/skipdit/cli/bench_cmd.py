@@ -10,8 +10,8 @@ from ..convert import load
 from ..distributed import check_device
 from ..errors import UserError
 from ..io import parse_int_list
-from ..loading import DEFAULT_PROMPTS
-from ..sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Condition, cycle
+from ..loading import Loaded, ModelRequest, text_encoder_for
+from ..sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from .common import MAX_SEEDS, check_in_file, check_out_dir, guidance_scale, positive_int
 from .help import DEVICE_HELP, MODEL_HELP, NO_PROGRESS_HELP, examples
 from .options import runtime_from, sampling_from
@@ -83,14 +83,19 @@ def run(args) -> int:
     methods = select_methods(args.caches, sampling.num_steps)
     check_device(args.device)  # before any model moves: torch's own errors come from deep inside .to()
     check_out_dir(args.out)  # before the run, which takes minutes, not after it
-    models = {"model": load(args.model).to(args.device)}
+    request = ModelRequest(model=args.model, text_encoder=args.text_encoder)
+    model = load(args.model).to(args.device)  # latents are compared as they are: the bench decodes nothing
+    loaded = Loaded(model, None, text_encoder_for(model, request, args.device), model.task, request)
+    models = {"model": model}
     names = {"model": args.model}
     if args.baseline_model:
         models["baseline"] = load(args.baseline_model).to(args.device)
         names["baseline"] = args.baseline_model
         if models["baseline"].conditioning != models["model"].conditioning:
             raise UserError("--model and --baseline-model must take the same conditioning")
-    bench = Bench(models, names, seeds, _condition(args, models["model"], len(seeds)), sampling,
+    labels = parse_int_list(args.class_labels, "class labels", limit=MAX_SEEDS) if args.class_labels else None
+    condition = loaded.condition(len(seeds), labels=labels, prompts=args.prompt)
+    bench = Bench(models, names, seeds, condition, sampling,
                   runtime_from(args, progress=False), repeats=args.repeats, evaluator=_evaluator(models["model"]),
                   lpips_model=_lpips(args), progress=not args.no_progress)
     rows, skipped = run_bench(bench, methods, Preparer(bench, calibration))
@@ -104,25 +109,6 @@ def run(args) -> int:
         print("\n".join(f"{r.method}: {r.macs_per_sample / 1e9:.3f} GMACs per sample" for r in rows))
     print(f"-> {args.out}/{', '.join(report.files)} ({', '.join(report.drawn) or 'no matching rows'})")
     return 0
-
-
-def _condition(args, model, n: int) -> Condition:
-    """The labels or prompts of the evaluation seeds, shared by every run."""
-    if model.conditioning == "text":
-        from ..convert.checkpoint import stored_text_encoder
-        from ..text import load_text_encoder
-
-        spec = {"name": args.text_encoder} if args.text_encoder else stored_text_encoder(args.model) or {}
-        return Condition(prompts=args.prompt or [DEFAULT_PROMPTS[model.task]],
-                         text_encoder=load_text_encoder(spec.get("name"), max_length=spec.get("max_length"),
-                                                        device=args.device))
-    if args.prompt:
-        raise UserError("--prompt is for text models")
-    if not model.num_classes:
-        return Condition()
-    given = parse_int_list(args.class_labels, "class labels", limit=MAX_SEEDS) if args.class_labels \
-        else list(range(model.num_classes))
-    return Condition(labels=cycle(given, n))
 
 
 def _evaluator(model):
