@@ -16,11 +16,13 @@ Every family reads its items through its policy's key table (``CachePolicy.keys`
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from ..diffusion import space_timesteps
 from ..errors import UserError
 from ..registry import Registry
 from .adaptive import AdaptiveSkipCache
-from .base import CachePolicy
+from .base import CachePolicy, CacheStats, StepPlan
 from .deepcache import DeepCacheDiT
 from .delta import DeltaDiT
 from .fbcache import FirstBlockCache
@@ -58,3 +60,38 @@ def official_setting(policy: CachePolicy) -> tuple[int, str]:
     """(units L, timestep respacing) of the official model and sampler a preset was written for,
     to plan a schedule without a model."""
     return PRESET_UNITS.get(policy.family, 28), PRESET_RESPACING.get(policy.family, "250")
+
+
+@dataclass(frozen=True)
+class OfflinePlan:
+    """A policy's plan without a model: over ``timesteps`` (sampling order) of a model of ``units`` units."""
+
+    policy: CachePolicy
+    units: int
+    respacing: str
+    timesteps: list[int]
+    steps: list[StepPlan]
+
+    @property
+    def stats(self) -> CacheStats:
+        return CacheStats.from_plan(self.steps, self.units)
+
+
+def plan_offline(spec: str | CachePolicy, units: int | None = None, respacing: str | None = None) -> OfflinePlan:
+    """The plan of ``spec`` on a model of ``units`` units over the 1000-step chain respaced by ``respacing``
+    (default: those of the official model and sampler the preset was written for, :func:`official_setting`).
+    Policies that decide while sampling have no plan before a run, and are refused."""
+    policy = parse_cache(spec)
+    if policy is None:
+        raise UserError("no cache: nothing to plan")
+    if policy.decides_at_run_time:  # its plan() is a placeholder that the run overrides step by step
+        raise UserError(f"{policy.spec()} decides each step while sampling, from what the model computes, so it has "
+                        f"no plan before a run; skipdit sample --cache {policy.spec()} reports the steps it cached")
+    official_units, official_respacing = official_setting(policy)
+    units = official_units if units is None else units  # 0 is an error below, not "the preset's units"
+    respacing = official_respacing if respacing is None else respacing
+    if units < 2:
+        raise UserError(f"a model has at least 2 units, got {units}")
+    timesteps = space_timesteps(1000, respacing)[::-1]
+    policy.check_units(units)
+    return OfflinePlan(policy, units, respacing, timesteps, policy.plan(timesteps, units))

@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 from ..assets import BUILTIN_MODELS
-from ..cache import CacheStats, TeaCache, official_setting, parse_cache
-from ..diffusion import space_timesteps
+from ..cache import TeaCache
+from ..cache.families import plan_offline
 from ..errors import UserError
 from ..io import parse_int_list
 from ..loading import load_for_sampling
-from ..savings import planned_stats, warn_if_saves_nothing
+from ..savings import warn_if_saves_nothing
 from ..tuning import calibrate_teacache, tune
 from .common import MAX_SEEDS, check_out_file, finite_float, nonnegative_float, positive_int
 from .help import examples
@@ -113,34 +113,20 @@ def _set_default(parser, dest: str, value: str, help: str) -> None:
 
 
 def run(args) -> int:
-    policy = parse_cache(args.spec)
-    if policy is None:
-        raise UserError("no cache: nothing to plan")
-    if policy.decides_at_run_time:  # its plan() is a placeholder that the run overrides step by step
-        raise UserError(f"{policy.spec()} decides each step while sampling, from what the model computes, so it has "
-                        f"no plan before a run; skipdit sample --cache {args.spec} reports the steps it cached")
-    units, respacing = official_setting(policy)
-    if args.units is not None:  # 0 is an error below, not "the preset's units"
-        units = args.units
-    if args.respacing is not None:
-        respacing = args.respacing
-    elif args.steps is not None:
-        respacing = str(args.steps)
-    if units < 2:
-        raise UserError(f"--units must be >= 2, got {units}")
-    timesteps = space_timesteps(1000, respacing)[::-1]
-    policy.check_units(units)
-    plan = policy.plan(timesteps, units)
+    respacing = args.respacing if args.respacing is not None else None if args.steps is None else str(args.steps)
+    if args.units is not None and args.units < 2:
+        raise UserError(f"--units must be >= 2, got {args.units}")
+    offline = plan_offline(args.spec, args.units, respacing)
     if not args.summary:
         print(f"{'step':>4}  {'t':>4}  {'action':<6}  units")
-        for k, step in enumerate(plan):
+        for k, step in enumerate(offline.steps):
             ranges = " ".join(f"{a}-{b - 1}" for a, b in step.units)
             print(f"{k:>4}  {step.t:>4}  {'full' if step.full else 'cached':<6}  {step.num_units:>3}  [{ranges}]")
-    stats = CacheStats.from_plan(plan, units)
-    print(f"{policy.spec()}  ({len(timesteps)} steps, respacing {respacing!r}, {units} units)")
+    stats, units = offline.stats, offline.units
+    print(f"{offline.policy.spec()}  ({len(offline.timesteps)} steps, respacing {offline.respacing!r}, {units} units)")
     print(f"full {stats.full_steps} / cached {stats.cached_steps}; unit evaluations {stats.unit_evals} "
           f"of {stats.steps * units}; ideal speed-up {stats.ideal_speedup:.2f}x")
-    warn_if_saves_nothing(args.spec, planned_stats(policy, timesteps, units), policy)
+    warn_if_saves_nothing(args.spec, stats, offline.policy)
     return 0
 
 
