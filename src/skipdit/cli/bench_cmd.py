@@ -12,9 +12,9 @@ from ..errors import UserError
 from ..io import parse_int_list
 from ..loading import Loaded, ModelRequest, text_encoder_for
 from ..sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from . import options
 from .common import MAX_SEEDS, check_in_file, check_out_dir, guidance_scale, positive_int
 from .help import DEVICE_HELP, MODEL_HELP, NO_PROGRESS_HELP, examples
-from .options import runtime_from, sampling_from
 
 # A sweep runs every method several times: it samples with DDIM (at its default steps) unless told otherwise.
 BENCH_SAMPLER = "ddim"
@@ -79,7 +79,7 @@ def run(args) -> int:
     for option, path in (("--lpips-backbone", args.lpips_backbone), ("--lpips-heads", args.lpips_heads)):
         if path is not None:
             check_in_file(path, option)
-    sampling = sampling_from(args)
+    sampling = options.sampling_from(args)
     methods = select_methods(args.caches, sampling.num_steps)
     check_device(args.device)  # before any model moves: torch's own errors come from deep inside .to()
     check_out_dir(args.out)  # before the run, which takes minutes, not after it
@@ -95,9 +95,9 @@ def run(args) -> int:
             raise UserError("--model and --baseline-model must take the same conditioning")
     labels = parse_int_list(args.class_labels, "class labels", limit=MAX_SEEDS) if args.class_labels else None
     condition = loaded.condition(len(seeds), labels=labels, prompts=args.prompt)
-    bench = Bench(models, names, seeds, condition, sampling,
-                  runtime_from(args, progress=False), repeats=args.repeats, evaluator=_evaluator(models["model"]),
-                  lpips_model=_lpips(args), progress=not args.no_progress)
+    bench = Bench(models, names, seeds, condition, sampling, options.runtime_from(args, progress=False),
+                  repeats=args.repeats, evaluator=_evaluator(models["model"]), lpips_model=_lpips(args),
+                  progress=not args.no_progress)
     rows, skipped = run_bench(bench, methods, Preparer(bench, calibration))
 
     scale = sampling.guidance_for(models["model"])

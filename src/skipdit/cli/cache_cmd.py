@@ -13,21 +13,11 @@ from ..cache import TeaCache
 from ..cache.families import plan_offline
 from ..errors import UserError
 from ..io import parse_int_list
-from ..loading import load_for_sampling
 from ..savings import warn_if_saves_nothing
 from ..tuning import calibrate_teacache, tune
+from . import options
 from .common import MAX_SEEDS, check_out_file, finite_float, nonnegative_float, positive_int
 from .help import examples
-from .options import (
-    add_model_arguments,
-    add_runtime_arguments,
-    add_sampling_arguments,
-    check_arguments,
-    condition_from,
-    model_request,
-    runtime_from,
-    sampling_from,
-)
 
 EXAMPLES = examples(
     "skipdit cache plan c2i:N=2 --sampler ddpm --steps 250",
@@ -74,8 +64,8 @@ def add_parser(sub) -> None:
         "the plan) by PSNR against the uncached run on a few seeds. The last line is the best spec.",
         epilog=TUNE_EXAMPLES,
     )
-    add_model_arguments(t)
-    add_sampling_arguments(t)
+    options.add_model_arguments(t)
+    options.add_sampling_arguments(t)
     g = t.add_argument_group("search")
     g.add_argument("--target-speedup", type=finite_float, required=True, help="ideal speed-up to reach, e.g. 2.0")
     g.add_argument("--tolerance", type=finite_float, default=0.05,
@@ -86,7 +76,7 @@ def add_parser(sub) -> None:
                    help="most schedules to sample, those closest to the target first")
     g.add_argument("--top", type=positive_int, default=10, help="rows of the printed table")
     g.add_argument("--json", help="write every evaluated row to this JSON file")
-    add_runtime_arguments(t)
+    options.add_runtime_arguments(t)
     t.set_defaults(run=run_tune)
 
     c = cache_sub.add_parser(
@@ -94,13 +84,13 @@ def add_parser(sub) -> None:
         description="Fit TeaCache's rescaling polynomial on uncached runs of a few seeds. The last line is a "
         "ready teacache spec.", epilog=CALIBRATE_EXAMPLES,
     )
-    add_model_arguments(c)
-    add_sampling_arguments(c)
+    options.add_model_arguments(c)
+    options.add_sampling_arguments(c)
     _set_default(c, "seeds", "0-3", "seeds, e.g. 0-3,10")
     g = c.add_argument_group("fit")
     g.add_argument("--degree", type=positive_int, default=4, help="polynomial degree")
     g.add_argument("--threshold", type=nonnegative_float, default=0.1, help="threshold written into the spec")
-    add_runtime_arguments(c)
+    options.add_runtime_arguments(c)
     c.set_defaults(run=run_calibrate)
 
 
@@ -140,10 +130,8 @@ def _load(args):
     if args.model in BUILTIN_MODELS and not args.ckpt and not args.random_weights:
         args.ckpt, args.model = args.model, None
     seeds = parse_int_list(args.seeds, "seeds", limit=MAX_SEEDS)
-    check_arguments(args)
-    loaded = load_for_sampling(model_request(args), args.device)
-    settings = dict(sampling=sampling_from(args), runtime=runtime_from(args))
-    return loaded.model, seeds, condition_from(args, loaded, len(seeds)), settings
+    settings = options.load_settings(args, len(seeds))
+    return settings.loaded.model, seeds, settings.condition, dict(sampling=settings.sampling, runtime=settings.runtime)
 
 
 def run_tune(args) -> int:

@@ -8,6 +8,8 @@ user leaves out is ``None`` here and the dataclass fills it in, so no subcommand
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..cache import CACHE_FAMILIES, parse_cache
@@ -16,7 +18,7 @@ from ..diffusion.guidance import CFG_MODES
 from ..distributed import check_device
 from ..errors import UserError
 from ..io import parse_int_list
-from ..loading import Loaded, ModelRequest, check_task_options
+from ..loading import Loaded, ModelRequest, check_task_options, load_for_sampling
 from ..models.skip import SKIP_INITS
 from ..protocol import TASKS
 from ..sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, PRECISIONS, Condition, Runtime, Sampling
@@ -142,6 +144,24 @@ def runtime_from(args, **changes) -> Runtime:
     if "no_progress" in given:
         fields["progress"] = not given["no_progress"]
     return Runtime(**{**fields, **changes})
+
+
+@dataclass
+class Settings:
+    """What the sampling options ask for: the loaded model, and the condition, sampling and runtime settings."""
+
+    loaded: Loaded
+    condition: Condition
+    sampling: Sampling
+    runtime: Runtime
+
+
+def load_settings(args, seeds: int) -> Settings:
+    """The options checked (:func:`check_arguments`), then the model they name, loaded, and the settings of
+    ``seeds`` samples."""
+    check_arguments(args)
+    loaded = load_for_sampling(model_request(args), args.device)
+    return Settings(loaded, condition_from(args, loaded, seeds), sampling_from(args), runtime_from(args))
 
 
 def condition_from(args, loaded: Loaded, seeds: int) -> Condition:

@@ -5,20 +5,10 @@ from __future__ import annotations
 from ..cache import parse_cache
 from ..errors import UserError
 from ..io import VIDEO_FORMATS, parse_int_list
-from ..loading import load_for_sampling
 from ..sample_job import HUNYUAN_STEPS, SampleRun, check_formats, hunyuan_to_folder, sample_to_folder
+from . import options
 from .common import MAX_SEEDS
 from .help import examples
-from .options import (
-    add_model_arguments,
-    add_runtime_arguments,
-    add_sampling_arguments,
-    check_arguments,
-    condition_from,
-    model_request,
-    runtime_from,
-    sampling_from,
-)
 
 EXAMPLES = examples(
     "skipdit sample --cache skip:N=2 --compare-uncached          # the built-in digits/Skip-DiT, on a CPU",
@@ -41,14 +31,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "sample", help="sample images or videos, with or without a cache", epilog=EXAMPLES,
     )
-    add_model_arguments(p)
-    s = add_sampling_arguments(p)
+    options.add_model_arguments(p)
+    s = options.add_sampling_arguments(p)
     s.add_argument("--compare-uncached", action="store_true",
                    help="also run without the cache: after a warm-up of both, time --repeats interleaved rounds "
                    "of each and print the speed-up of the median times and the PSNR")
     s.add_argument("--repeats", type=int, default=3,
                    help="--compare-uncached: timed rounds of each run; the speed-up is the ratio of the medians")
-    r = add_runtime_arguments(p)
+    r = options.add_runtime_arguments(p)
     r.add_argument("--out", default="samples", help="output folder")
     r.add_argument("--format", default="mp4,gif", help=f"video models: file formats, of {','.join(VIDEO_FORMATS)}")
     r.add_argument("--fps", type=int, default=8, help="video models: frames per second")
@@ -68,11 +58,10 @@ def run(args) -> int:
         formats = check_formats(args.format.split(","))
     except UserError:
         raise UserError(f"--format takes {', '.join(VIDEO_FORMATS)} (comma-separated), got {args.format!r}") from None
-    check_arguments(args)
-    loaded = load_for_sampling(model_request(args), args.device)
-    sampling = sampling_from(args)
-    job = sample_to_folder(loaded, seeds, condition_from(args, loaded, len(seeds)), args.out, sampling=sampling,
-                           runtime=runtime_from(args), cache=policy, compare=args.compare_uncached,
+    settings = options.load_settings(args, len(seeds))
+    sampling = settings.sampling
+    job = sample_to_folder(settings.loaded, seeds, settings.condition, args.out, sampling=sampling,
+                           runtime=settings.runtime, cache=policy, compare=args.compare_uncached,
                            repeats=args.repeats, formats=formats, fps=args.fps)
     kind = "videos" if job.result.is_video else "samples"
     print(f"{len(seeds)} {kind} in {job.result.seconds:.2f}s ({sampling.sampler}, {sampling.num_steps} steps) "
@@ -90,7 +79,7 @@ def run_t2i(args) -> int:
     if args.ckpt or args.model or args.random_weights:
         raise UserError("--task t2i loads the pipeline in --model-dir; --ckpt, --model and --random-weights "
                          "are for skipdit's own models")
-    check_arguments(args)
+    options.check_arguments(args)
     seeds = parse_int_list(args.seeds, "seeds", hint=SEED_HINT, limit=MAX_SEEDS)
     pipe = load_hunyuan(args.model_dir, device=args.device, precision=args.precision)
     job = hunyuan_to_folder(pipe, args.model_dir, seeds, args.out, prompts=args.prompt,

@@ -5,21 +5,11 @@ from __future__ import annotations
 from ..distributed import init_distributed, resolve_device
 from ..errors import UserError
 from ..io import parse_int_list
-from ..loading import load_for_sampling
 from ..provenance import identity
 from ..sample_many import DEFAULT_BATCH, batch_note, sample_many
 from ..savings import warn_if_plan_saves_nothing
+from . import options
 from .help import examples
-from .options import (
-    add_model_arguments,
-    add_runtime_arguments,
-    add_sampling_arguments,
-    check_arguments,
-    condition_from,
-    model_request,
-    runtime_from,
-    sampling_from,
-)
 
 MAX_SEEDS = 1_000_000  # 20 FID runs of 50,000: a larger count is a typo (and its paths alone fill GBs)
 
@@ -35,9 +25,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "sample-many", help="many samples (torchrun-ready, resumable) packed as an ADM .npz", epilog=EXAMPLES,
     )
-    add_model_arguments(p)
-    add_sampling_arguments(p)
-    r = add_runtime_arguments(p, batch_help=f"seeds per batch (default {DEFAULT_BATCH}); keep it fixed when "
+    options.add_model_arguments(p)
+    options.add_sampling_arguments(p)
+    r = options.add_runtime_arguments(p, batch_help=f"seeds per batch (default {DEFAULT_BATCH}); keep it fixed when "
                               "resuming, so batches hold the same seeds", device_default="auto",
                               device_help="auto (this process's GPU, else CPU), cpu or cuda")
     r.add_argument("--out", required=True, help="output folder: samples/, samples.npz, summary.json, "
@@ -54,17 +44,15 @@ def run(args) -> int:
     seeds = parse_int_list(args.seeds, "seeds", limit=MAX_SEEDS)  # before anything is allocated or loaded
     _, _, local_rank = init_distributed()  # so that the VAE and the text encoder go to this process's device
     args.device = str(resolve_device(args.device, local_rank))
-    check_arguments(args)
-    request = model_request(args)
-    loaded = load_for_sampling(request, args.device)
-    sampling = sampling_from(args)
-    warn_if_plan_saves_nothing(args.cache, loaded.model, sampling)
+    settings = options.load_settings(args, len(seeds))
+    loaded = settings.loaded
+    warn_if_plan_saves_nothing(args.cache, loaded.model, settings.sampling)
     note = batch_note(args.cache)
     if note:
         print(f"note: {note}")
-    path = sample_many(loaded.model, seeds, args.out, condition_from(args, loaded, len(seeds)), sampling=sampling,
-                       runtime=runtime_from(args), cache=args.cache, vae=loaded.vae, pack=not args.no_pack,
-                       progress=not args.no_progress, overwrite=args.overwrite, sources=_sources(args, request))
+    path = sample_many(loaded.model, seeds, args.out, settings.condition, sampling=settings.sampling,
+                       runtime=settings.runtime, cache=args.cache, vae=loaded.vae, pack=not args.no_pack,
+                       progress=not args.no_progress, overwrite=args.overwrite, sources=_sources(args, loaded.request))
     print(f"{len(seeds)} samples -> {path}")
     return 0
 

@@ -203,7 +203,8 @@ class DiT(LongSkipStack, nn.Module):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, cache=None, force_drop: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``cache`` is a :class:`skipdit.cache.CacheState`; it decides which blocks run at this step.
+        """``cache`` is a cache's guidance branch (``CacheState.branch(name)``); it decides which blocks run at
+        this step.
         ``force_drop`` (N,) bool replaces those labels by the null class; when given, the label embedder
         drops nothing at random (the training loop draws the drops itself, reproducibly)."""
         size = self.config.input_size

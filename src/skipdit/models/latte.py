@@ -228,16 +228,13 @@ class Latte(VideoStack, nn.Module):
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, *, cache=None,
         force_drop: torch.Tensor | None = None, num_image_frames: int = 0, image_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``cache`` is a :class:`skipdit.cache.CacheState`. ``num_image_frames``: the last frames of ``x``
-        are independent images (joint training), with classes ``image_labels`` (N, num_image_frames)."""
+        """``cache`` is a cache's guidance branch (``CacheState.branch(name)``). ``num_image_frames``: the last
+        frames of ``x`` are independent images (joint training), with classes ``image_labels`` (N, num_image_frames)."""
         if self.config.num_classes and y is None:
             raise UserError("this Latte is class-conditional: pass labels y")
         h, ctx = self.embed(x, t, y, force_drop=force_drop, num_image_frames=num_image_frames,
                             image_labels=image_labels)  # (N*F, T, D) per-frame tokens
-        if cache is not None:  # the cache decides which units run at this step
-            h = cache.run_units(self, h, ctx)
-        else:
-            depth, skips = self.num_units, []
-            h = self.run_units(h, ctx, 0, depth // 2, skips)  # encoder half: units 0..L/2-1 push their outputs
-            h = self.run_units(h, ctx, depth // 2, depth, skips)  # decoder half: unit i fuses unit L-1-i's first
+        # the stack of units with its long skips, as DiT.forward spells out (encoder half, decoder half), or
+        # what the cache makes of it at this step
+        h = self.run_units(h, ctx) if cache is None else cache.run_units(self, h, ctx)
         return self.head(h, ctx)  # (N, C_out, F, H, W)

@@ -278,15 +278,12 @@ class LatteT2V(VideoStack, nn.Module):
         cache=None, num_image_frames: int = 0, image_text: torch.Tensor | None = None,
         image_text_mask: torch.Tensor | None = None, temporal: bool = True,
     ) -> torch.Tensor:
-        """``cache`` is a :class:`skipdit.cache.CacheState`. ``num_image_frames``: the last frames of ``x``
-        are independent images (joint training) with captions ``image_text`` (N, K, L, C). ``temporal=False``
-        skips the temporal blocks (diffusers' ``enable_temporal_attentions=False``, for images)."""
+        """``cache`` is a cache's guidance branch (``CacheState.branch(name)``). ``num_image_frames``: the last
+        frames of ``x`` are independent images (joint training) with captions ``image_text`` (N, K, L, C).
+        ``temporal=False`` skips the temporal blocks (diffusers' ``enable_temporal_attentions=False``, for images)."""
         h, ctx = self.embed(x, t, text, text_mask, num_image_frames=num_image_frames, image_text=image_text,
                             image_text_mask=image_text_mask, temporal=temporal)  # (N*F, T, D) per-frame tokens
-        if cache is not None:  # the cache decides which layers run at this step
-            h = cache.run_units(self, h, ctx)
-        else:
-            depth, skips = self.num_units, []
-            h = self.run_units(h, ctx, 0, depth // 2, skips)  # encoder half: layers 0..L/2-1 push their outputs
-            h = self.run_units(h, ctx, depth // 2, depth, skips)  # decoder half: layer i fuses layer L-1-i's first
+        # the stack of layers with its long skips, as DiT.forward spells out (encoder half, decoder half), or
+        # what the cache makes of it at this step
+        h = self.run_units(h, ctx) if cache is None else cache.run_units(self, h, ctx)
         return self.head(h, ctx)  # (N, C_out, F, H, W)
