@@ -20,9 +20,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from skipdit import generate, load
 from skipdit.convert.checkpoint import stored_text_encoder
+from skipdit.datasets import DIGIT_CAPTIONS, digit_caption
 from skipdit.metrics.digits import DigitsEvaluator
 from skipdit.text import load_text_encoder
-from skipdit.train.data import DIGIT_CAPTIONS, digit_caption
 
 
 def main() -> None:

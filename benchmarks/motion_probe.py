@@ -18,9 +18,9 @@ import torch
 
 from skipdit import load
 from skipdit.convert.checkpoint import stored_text_encoder
+from skipdit.datasets import caption, make_moving_digits
 from skipdit.diffusion import GaussianDiffusion
 from skipdit.text import load_text_encoder
-from skipdit.train.moving_digits import caption, make_moving_digits
 
 
 def main() -> None:

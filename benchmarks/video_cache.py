@@ -24,10 +24,10 @@ import torch
 
 from skipdit import generate, load
 from skipdit.convert.checkpoint import stored_text_encoder
+from skipdit.datasets import MOTIONS, caption
 from skipdit.metrics import moving_digits as md
 from skipdit.metrics import psnr
 from skipdit.text import load_text_encoder
-from skipdit.train.moving_digits import MOTIONS, caption
 
 MODELS = ["moving-digits/Latte-T2V-skip", "moving-digits/Latte-skip"]
 # the official presets of each task (reference §B.2) and their samplers (§C), by the model's conditioning

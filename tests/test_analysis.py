@@ -5,6 +5,7 @@ import torch
 
 from skipdit import save
 from skipdit.analysis import (
+    fusion_map,
     make_probe,
     perturbation_directions,
     perturbation_landscape,
@@ -82,6 +83,23 @@ def test_unit_spectral_norms_cover_every_unit(long_skip):
     assert all((row > 0).all() for row in result.fused + result.fusion if row is not None)
     report = result.to_dict()
     assert len(report["block"]["mean"]) == 4 and report["fused"]["mean"][0] is None
+
+
+def test_fusion_map_is_the_fusion_of_the_models_own_unit_loop(skip_model, vanilla_model):
+    probe = make_probe(skip_model, batch=2, seed=0)
+    half = skip_model.num_units // 2
+    with torch.no_grad():
+        h, ctx = skip_model.embed(probe.x, probe.t, probe.y)
+        skips = []
+        h = skip_model.run_units(h, ctx, 0, half, skips)
+        for i in range(half, skip_model.num_units):
+            skip = skips[-1]
+            fused = skip_model.unit(i, fusion_map(skip_model, i, skip)(h), ctx)
+            assert torch.equal(fused, skip_model.run_units(h, ctx, i, i + 1, [skip]))
+            h = skip_model.run_units(h, ctx, i, i + 1, skips)
+    for model, unit in ((skip_model, half - 1), (vanilla_model, half)):
+        with pytest.raises(ValueError, match="fuses no long skip"):
+            fusion_map(model, unit, h)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def test_frechet_distance_by_arithmetic():
 
 def test_evaluator_knows_real_digits_from_noise():
     pytest.importorskip("sklearn")
-    from skipdit.train.data import load_digits_tensors
+    from skipdit.datasets import load_digits_tensors
 
     evaluator = DigitsEvaluator.load()
     assert evaluator.info["holdout_accuracy"] > 0.97
@@ -52,8 +52,8 @@ def test_builtin_models_load_and_draw_their_digits(name):
 
 def test_builtin_text_to_image_model_draws_the_digit_it_is_asked_for(tmp_path, capsys):
     """digits/T2I-Skip-DiT with MiniLM captions: phrasings it was trained on, and one it was not."""
+    from skipdit.datasets import digit_caption
     from skipdit.text import load_text_encoder
-    from skipdit.train.data import digit_caption
 
     model = load("digits/T2I-Skip-DiT")
     assert model.config.num_frames == 1 and model.config.long_skip and model.conditioning == "text"
@@ -118,9 +118,9 @@ def test_builtin_video_models_sample_with_their_presets(tmp_path, capsys, task, 
 def test_builtin_text_to_video_model_moves_the_right_digit_the_right_way():
     """moving-digits/Latte-T2V-skip on one prompt per digit x motion ("the digit 7 moves up", ...), scored by
     skipdit.metrics.moving_digits (real moving digits: 96 % digit, 100 % motion)."""
+    from skipdit.datasets import MOTIONS, caption
     from skipdit.metrics import moving_digits as md
     from skipdit.text import load_text_encoder
-    from skipdit.train.moving_digits import MOTIONS, caption
 
     pairs = [(d, m) for d in range(10) for m in range(len(MOTIONS))]
     out = generate(load("moving-digits/Latte-T2V-skip"), range(100, 140), prompts=[caption(d, m) for d, m in pairs],

@@ -375,8 +375,8 @@ def test_torchscript_detector_call_convention(tiny_ts):
 
 @pytest.fixture(scope="module")
 def digits_npz(tmp_path_factory):
+    from skipdit.datasets import load_digits_tensors
     from skipdit.io import to_uint8
-    from skipdit.train.data import load_digits_tensors
 
     images = to_uint8(load_digits_tensors()[0][:240]).numpy()  # (240, 16, 16, 1) uint8
     out = tmp_path_factory.mktemp("digits")

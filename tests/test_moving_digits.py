@@ -5,7 +5,7 @@ import torch
 
 pytest.importorskip("sklearn")
 
-from skipdit.train.moving_digits import (  # noqa: E402
+from skipdit.datasets import (  # noqa: E402
     CAPTION_TEMPLATES,
     MOTION_PHRASES,
     MOTIONS,

@@ -2,9 +2,9 @@
 
 import torch
 
+from skipdit.datasets import make_moving_digits
 from skipdit.io import video_to_uint8
 from skipdit.metrics import moving_digits as md
-from skipdit.train.moving_digits import make_moving_digits
 
 
 def test_real_moving_digits_score_high_and_wrong_labels_low():

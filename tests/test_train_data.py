@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
+from skipdit.datasets import shift_by_one
 from skipdit.train import extract_latents
 from skipdit.train.config import DataConfig
-from skipdit.train.data import StepBatches, build_data, center_crop, shift_by_one
+from skipdit.train.data import StepBatches, build_data, center_crop
 
 from .test_sampling import tiny_vae_folder
 

@@ -319,8 +319,9 @@ def test_a_text_model_needs_captioned_videos(tmp_path):
 def test_captioned_digits_train_a_text_to_image_model_that_samples_images(tmp_path, capsys):
     from skipdit.cli import main
     from skipdit.cli.sample_cmd import task_of
+    from skipdit.datasets import DIGIT_CAPTIONS, digit_caption
     from skipdit.train.config import DataConfig
-    from skipdit.train.data import DIGIT_CAPTIONS, build_data, digit_caption
+    from skipdit.train.data import build_data
 
     data = build_data(DataConfig(kind="captioned-digits"))
     assert data.sample_shape == (1, 1, 16, 16) and len(data.dataset) == 1797 * len(DIGIT_CAPTIONS)

@@ -14,8 +14,13 @@ Two measurements, both on the hidden state *before the final layer*
 
 Inputs (:func:`make_probe`) need no data. ``inputs="noise"`` draws ``x_t ~ N(0, I)``: that *is*
 ``q_sample(x0, t, eps)`` for ``x0 ~ N(0, I)``, since ``sqrt(abar)^2 + sqrt(1-abar)^2 = 1``, and both models
-see the same tensors. ``inputs="trajectory"`` puts each model on its own deterministic DDIM path from
-``x_T ~ N(0, I)`` (same seeds) down to ``t``, which is what the model meets while sampling.
+see the same tensors. ``inputs="trajectory"`` puts each model on its own deterministic DDIM path
+(:func:`skipdit.diffusion.ddim_sample`) from ``x_T ~ N(0, I)`` (same seeds) down to ``t``, which is what the
+model meets while sampling.
+
+Hidden states and unit maps come from the model's own unit loop (``model.run_units``, ``model.unit``), so the
+analyses follow the model's long-skip wiring. The one map the model has no method for, the fusion of a deep
+unit alone, is :func:`fusion_map`.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .diffusion import GaussianDiffusion, make_betas
+from .diffusion import GaussianDiffusion, ddim_sample, make_betas
 from .diffusion.schedule import respace_betas
 from .errors import UserError
 from .io import atomic_write
@@ -97,7 +102,7 @@ def _integer(value) -> bool:
 
 def check_model(model: nn.Module) -> None:
     """Only class-conditional (or unconditional) unit stacks: text models would need prompts."""
-    if getattr(model, "conditioning", None) != "class" or not hasattr(model, "run_units"):
+    if model.conditioning != "class":
         raise UserError(f"analyze supports class-conditional DiT / Latte models, not {type(model).__name__}")
 
 
@@ -117,7 +122,7 @@ def make_probe(
     device = weight.device
     gen = torch.Generator().manual_seed(int(seed))
     x = torch.randn(batch, *model.sample_shape(), generator=gen).to(device, weight.dtype)
-    num_classes = getattr(model.config, "num_classes", 0)
+    num_classes = model.config.num_classes  # 0: an unconditional model, whose labels are ignored
     y = (torch.randint(num_classes, (batch,), generator=gen) if num_classes else torch.zeros(batch, dtype=torch.long))
     y = y.to(device)
     if inputs == "trajectory":
@@ -126,17 +131,22 @@ def make_probe(
 
 
 def _ddim_to(model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: int, steps: int) -> torch.Tensor:
-    """Run DDIM from ``x`` at timestep 999 down to ``t`` (a chain whose lowest kept timestep is ``t``)."""
+    """DDIM (eta = 0) from ``x`` at timestep 999 down to ``t``, on the chain of kept timesteps ``t .. 999``."""
     keep = sorted({int(round(v)) for v in np.linspace(t, NUM_TIMESTEPS - 1, steps + 1)})
     if len(keep) == 1:  # t = 999: x_T is already there
         return x
     variance = "learned_range" if model.config.learn_sigma else "fixed_large"
     diffusion = GaussianDiffusion(respace_betas(make_betas("linear", NUM_TIMESTEPS), keep), keep, variance)
-    for index in range(len(keep) - 1, 0, -1):  # index 0 (timestep t itself) is not stepped
-        i = torch.full((x.shape[0],), index, device=x.device, dtype=torch.long)
-        _, _, x0 = diffusion.p_mean_variance(model(x, diffusion.model_timesteps(i), y), x, i)
-        x = diffusion.ddim_step(x, i, x0, 0.0)[0].to(x.dtype)  # the schedule tables are float32
-    return x
+    at_t = []
+
+    def keep_x_t(step: int, x_prev: torch.Tensor, x0: torch.Tensor) -> None:
+        if step == len(keep) - 2:  # the step from chain index 1 lands on index 0, timestep t
+            at_t.append(x_prev)
+
+    # The sampler also takes the last step (index 0 -> x_0), one model call whose result is not used. The
+    # schedule tables are float32: the model sees x in its own dtype.
+    ddim_sample(lambda z, timesteps: model(z.to(x.dtype), timesteps, y), x, diffusion, eta=0.0, callback=keep_x_t)
+    return at_t[0].to(x.dtype)
 
 
 def features(model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -270,6 +280,18 @@ class SpectralNorms:
                 "fused": stats(self.fused), "stack": stats([self.stack])}
 
 
+def fusion_map(model: nn.Module, i: int, skip: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``h -> Linear(LN([h, skip]))``: the long-skip fusion that ``model.run_units`` applies before deep unit ``i``
+    (``i >= L/2``), with the skip held fixed. The model has no method for the fusion alone, so this names its
+    fusion modules, ``skip_norms[i - L/2]`` and ``skip_linears[i - L/2]`` (the official checkpoint names,
+    reference §A.1), and applies :func:`skipdit.models.skip.fuse`, the function its unit loop applies."""
+    k = i - model.num_units // 2
+    if not model.has_long_skips or not 0 <= k < len(model.skip_norms):
+        raise ValueError(f"unit {i} of {type(model).__name__} fuses no long skip")
+    norm, linear = model.skip_norms[k], model.skip_linears[k]
+    return lambda h: fuse(norm, linear, h, skip)
+
+
 def unit_spectral_norms(model: nn.Module, probe: Probe, *, iters: int = 20, seed: int = 0) -> SpectralNorms:
     """sigma_max of the Jacobians of the unit maps at the hidden states of a real forward pass of ``probe``.
 
@@ -281,7 +303,7 @@ def unit_spectral_norms(model: nn.Module, probe: Probe, *, iters: int = 20, seed
       state, with the skip ``s`` (output of unit ``L-1-i``) held at its forward value: how much of the
       sequential path the LSC passes on (compare the ``1 - alpha`` weight of §F.3).
     * ``fused[i]`` (same units): ``h -> unit(i, Linear(LN([h, s])), ctx)``, the fusion and the block
-      together, the deep unit as the sequential path sees it.
+      together, the deep unit as the sequential path sees it: ``run_units(h, ctx, i, i + 1, [s])``.
     * ``stack``: ``h0 -> run_units(h0, ctx)`` from the embedded tokens to the features before the final
       layer, long skips included: the end-to-end amplification that Dynamic Feature Instability is about.
 
@@ -293,19 +315,17 @@ def unit_spectral_norms(model: nn.Module, probe: Probe, *, iters: int = 20, seed
     with torch.no_grad():
         h, ctx = model.embed(probe.x, probe.t, probe.y)
     h0 = h
-    units, half = model.num_units, model.num_units // 2
-    long_skip = model.has_long_skips
+    # with long skips, units L/2 .. L-1 fuse the output of unit L-1-i, the top of the stack (protocol.py)
+    first_deep = model.num_units // 2 if model.has_long_skips else model.num_units
     skips: list[torch.Tensor] = []
     block, fusion, fused = [], [], []
-    for i in range(units):
-        if long_skip and i >= half:
-            norm, linear, skip = model.skip_norms[i - half], model.skip_linears[i - half], skips[-1]
+    for i in range(model.num_units):
+        if i >= first_deep:
+            skip = skips[-1]
+            fuse_fixed = fusion_map(model, i, skip)
 
-            def fuse_fixed(z, norm=norm, linear=linear, skip=skip):
-                return fuse(norm, linear, z, skip)
-
-            def fused_unit(z, i=i, fuse_fixed=fuse_fixed):
-                return model.unit(i, fuse_fixed(z), ctx)
+            def fused_unit(z, i=i, skip=skip):  # the unit as the model's loop runs it: fusion, then the block
+                return model.run_units(z, ctx, i, i + 1, [skip])
 
             fusion.append(power_iteration(fuse_fixed, h, iters=iters, seed=seed, groups=n))
             fused.append(power_iteration(fused_unit, h, iters=iters, seed=seed, groups=n))

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..datasets import load_digits_tensors, shift_by_one
 from ..errors import UserError
 from .fid import feature_statistics, frechet_distance
 
@@ -113,8 +114,6 @@ def as_digit_batch(images: torch.Tensor) -> torch.Tensor:
 def train_evaluator(seed: int = 0, epochs: int = 40, holdout: float = 0.2) -> DigitsEvaluator:
     """Train on a seeded 80 % of the real digits (with the training loop's one-pixel shifts), report the
     accuracy on the other 20 %, and take the reference statistics from all of them."""
-    from ..train.data import load_digits_tensors, shift_by_one
-
     images, labels = load_digits_tensors()
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(images), generator=gen)

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..convert.files import read_torch_file
+from ..datasets import load_digits_tensors
 from ..errors import UserError
 from ..io import IMAGE_SUFFIXES, NpzArray, list_files, read_image
 
@@ -122,7 +123,6 @@ def open_images(path: str | os.PathLike) -> ImageSource:
 
 def _real_digits() -> ImageSource:
     from ..io import to_uint8
-    from ..train.data import load_digits_tensors
 
     images = to_uint8(load_digits_tensors()[0]).numpy()  # (1797, 16, 16, 1)
     return ImageSource(lambda b: (images[i : i + b] for i in range(0, len(images), b)), len(images))

@@ -1,7 +1,7 @@
 """Does a moving-digits video show the right digit moving the right way?
 
 * **motion**: the displacement of the centre of mass of the bright pixels from the first frame to the
-  last, rounded to the nearest of the four directions of :data:`skipdit.train.moving_digits.MOTIONS`;
+  last, rounded to the nearest of the four directions of :data:`skipdit.datasets.MOTIONS`;
 * **digit**: each frame is cropped to the 8x8 box around its centre of mass, upsampled to 16x16 as the
   digits dataset is, and classified by the built-in digits evaluator; the video's digit is the vote.
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..datasets import DIGIT_SIZE, MOTIONS
 from ..errors import UserError
-from ..train.moving_digits import DIGIT_SIZE, MOTIONS
 from .digits import DigitsEvaluator
 
 # (d_row, d_col) unit vectors of MOTIONS

@@ -1,18 +1,18 @@
-"""Training data: datasets, their augmentations, and the per-step batch sampler.
+"""Training data: training sets, their augmentations, and the per-step batch sampler.
 
 Datasets return fixed items; all randomness (flips, shifts, latent sampling) is applied by
 ``TrainData.augment`` from numbers the training loop draws for the *global* batch of each step. So
 sample ``j`` of step ``s`` is the same whether one process or eight compute it, and a resumed run sees
 exactly the batches an uninterrupted one would have.
 
-Kinds:
+Kinds (the built-in data come from :mod:`skipdit.datasets`):
 
 * ``digits``: scikit-learn's ``load_digits`` (1,797 8x8 digits, 10 classes), bilinearly upsampled to
   16x16 and scaled to [-1, 1]; augmentation shifts each image by up to one pixel.
 * ``captioned-digits``: the same digits as one-frame videos (1, 1, 16, 16), each once per caption phrasing
   ("a handwritten seven", "the digit 7", ...), for a text-to-image Latte-T2V; one-pixel shifts as above.
-* ``moving-digits``: videos of those digits moving on a canvas (:mod:`.moving_digits`); items carry a
-  caption id, which gives the class (the digit) for class models and the caption for text models.
+* ``moving-digits``: videos of those digits moving on a canvas (:mod:`skipdit.datasets.moving_digits`); items
+  carry a caption id, which gives the class (the digit) for class models and the caption for text models.
 * ``image-folder``: ``ROOT/<class>/*.png|jpg|...`` (classes in sorted order), ADM centre crop; flip.
 * ``latents``: shards from :func:`extract_latents` holding the VAE posterior (mean, std) of each image
   and of its mirror image; augmentation picks one and samples it, as DiT's ``latent_dist.sample()``.
@@ -31,11 +31,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..datasets import (
+    CAPTION_TEMPLATES,
+    MOTIONS,
+    captioned_digits,
+    load_digits_tensors,
+    make_moving_digits,
+    shift_by_one,
+)
 from ..errors import UserError
 from ..io import IMAGE_SUFFIXES, is_listed, open_image
 from .config import DataConfig
 
-DIGITS_SIZE = 16
 LATENT_INDEX = "index.json"
 
 
@@ -71,18 +78,6 @@ def build_data(config: DataConfig) -> TrainData:
 
 
 # -- digits -------------------------------------------------------------------------------------------
-def load_digits_tensors(size: int = DIGITS_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1,797 digits as (N, 1, size, size) in [-1, 1], and their labels (N,)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:
-        raise UserError("the digits dataset needs scikit-learn: pip install 'skipdit[train]'") from err
-    digits = load_digits()
-    images = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
-    images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    return (images * 2 - 1).clamp(-1, 1), torch.from_numpy(digits.target).long()
-
-
 class TensorItems(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels
@@ -99,26 +94,11 @@ def digits_data() -> TrainData:
     return TrainData(TensorItems(images, labels), tuple(images.shape[1:]), 10, shift_by_one)
 
 
-# Captions of the captioned digits; caption id = digit * len(DIGIT_CAPTIONS) + phrasing.
-DIGIT_CAPTIONS = ("a handwritten {word}", "the digit {digit}", "the number {word}", "a handwritten {digit}")
-
-
-def digit_caption(digit: int, phrasing: int = 0) -> str:
-    """``digit_caption(4) == "a handwritten four"``."""
-    from .moving_digits import NUMBER_WORDS
-
-    return DIGIT_CAPTIONS[phrasing].format(digit=digit, word=NUMBER_WORDS[digit])
-
-
 def captioned_digits_data() -> TrainData:
-    """Every digit once per phrasing of :data:`DIGIT_CAPTIONS`, as a one-frame video."""
-    images, labels = load_digits_tensors()
-    phrasings = len(DIGIT_CAPTIONS)
-    ids = (labels[:, None] * phrasings + torch.arange(phrasings)).flatten()  # (N * phrasings,)
-    videos = images.unsqueeze(2).repeat_interleave(phrasings, 0)  # (N * phrasings, 1, 1, 16, 16)
-    captions = [digit_caption(d, k) for d in range(10) for k in range(phrasings)]
-    return TrainData(TensorItems(videos, ids), tuple(videos.shape[1:]), 10, _shift_frames, captions=captions,
-                     caption_labels=torch.arange(len(captions)) // phrasings)
+    """:func:`skipdit.datasets.captioned_digits`: every digit once per caption phrasing, as a one-frame video."""
+    data = captioned_digits()
+    return TrainData(TensorItems(data.videos, data.caption_ids), tuple(data.videos.shape[1:]), 10, _shift_frames,
+                     captions=data.captions, caption_labels=data.caption_labels)
 
 
 def _shift_frames(x: torch.Tensor, u: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
@@ -129,20 +109,10 @@ def _shift_frames(x: torch.Tensor, u: torch.Tensor, normals: torch.Tensor) -> to
 def moving_digits_data(num_frames: int, canvas: int, copies: int = 2, per_class: int | None = None) -> TrainData:
     """Each digit x motion ``copies`` times, with seeded offsets and caption phrasings (8 MB per 1,000
     videos of 8 16x16 frames)."""
-    from .moving_digits import CAPTION_TEMPLATES, MOTIONS, make_moving_digits
-
     data = make_moving_digits(num_frames=num_frames, canvas=canvas, copies=copies, per_class=per_class)
     caption_labels = torch.arange(len(data.captions)) // (len(MOTIONS) * len(CAPTION_TEMPLATES))  # see all_captions
     return TrainData(TensorItems(data.videos, data.caption_ids), tuple(data.videos.shape[1:]), 10, _identity,
                      captions=data.captions, caption_labels=caption_labels)
-
-
-def shift_by_one(x: torch.Tensor, u: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
-    """Translate each image by -1, 0 or +1 pixels along each axis (``u[:, 0:2]``), padding with black."""
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), value=-1.0)
-    offsets = (u[:, :2] * 3).long().clamp(max=2)  # 0, 1, 2 -> shift +1, 0, -1
-    return torch.stack([padded[k, :, dy : dy + h, dx : dx + w] for k, (dy, dx) in enumerate(offsets.tolist())])
 
 
 def _flip(x: torch.Tensor, u: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:

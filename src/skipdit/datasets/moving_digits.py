@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
+from .captions import NUMBER_WORDS
+from .digits import load_digits8
 
 MOTIONS = ("left", "right", "up", "down")  # motion id = index
 MOTION_PHRASES = ("to the left", "to the right", "up", "down")
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Keys: {digit} (numeral), {word} (number word), {motion} (a phrase of MOTION_PHRASES). The first is the canonical one.
 CAPTION_TEMPLATES = (
     "the digit {digit} moves {motion}",
@@ -107,16 +108,6 @@ def moving_digit(image8: torch.Tensor, motion: int, *, num_frames: int = 8, canv
         raise UserError(f"offset must be in 0..{canvas - DIGIT_SIZE}, got {offset}")
     return _render(image8[None].float(), torch.tensor([int(motion)]), torch.tensor([int(offset)]), num_frames,
                    canvas)[0]
-
-
-def load_digits8() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's 1,797 digits at 8x8 as (N, 8, 8) in [-1, 1] (``x / 8 - 1``; exact in float32), labels (N,)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:
-        raise UserError("the digits datasets need scikit-learn: pip install 'skipdit[train]'") from err
-    digits = load_digits()
-    return torch.from_numpy(digits.images).float() / 8 - 1, torch.from_numpy(digits.target).long()
 
 
 @dataclass
