@@ -42,7 +42,6 @@ from .diffusion import GaussianDiffusion, ddim_sample, make_betas
 from .diffusion.schedule import respace_betas
 from .errors import UserError
 from .io import atomic_write
-from .models.skip import fuse
 
 INPUTS = ("noise", "trajectory")
 # Upper bounds, so that a typo fails at once instead of as an allocation of terabytes (batch) or a run of days
@@ -282,14 +281,10 @@ class SpectralNorms:
 
 def fusion_map(model: nn.Module, i: int, skip: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """``h -> Linear(LN([h, skip]))``: the long-skip fusion that ``model.run_units`` applies before deep unit ``i``
-    (``i >= L/2``), with the skip held fixed. The model has no method for the fusion alone, so this names its
-    fusion modules, ``skip_norms[i - L/2]`` and ``skip_linears[i - L/2]`` (the official checkpoint names,
-    reference §A.1), and applies :func:`skipdit.models.skip.fuse`, the function its unit loop applies."""
-    k = i - model.num_units // 2
-    if not model.has_long_skips or not 0 <= k < len(model.skip_norms):
+    (``i >= L/2``, :meth:`~skipdit.models.skip.LongSkipStack.fuse_skip`), with the skip held fixed."""
+    if not model.has_long_skips or not model.num_units // 2 <= i < model.num_units:  # the protocol's wiring
         raise ValueError(f"unit {i} of {type(model).__name__} fuses no long skip")
-    norm, linear = model.skip_norms[k], model.skip_linears[k]
-    return lambda h: fuse(norm, linear, h, skip)
+    return lambda h: model.fuse_skip(i, h, skip)
 
 
 def unit_spectral_norms(model: nn.Module, probe: Probe, *, iters: int = 20, seed: int = 0) -> SpectralNorms:

@@ -136,6 +136,14 @@ class LongSkipStack:
         """The timestep-modulated input of the first attention sublayer (TeaCache's indicator)."""
         raise NotImplementedError
 
+    def fuse_skip(self, i: int, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The long skip into deep unit ``i`` (``i >= L/2``): ``h`` fused with ``skip`` (the output of unit
+        ``L-1-i``) through ``skip_norms[i - L/2]`` / ``skip_linears[i - L/2]``, before the unit runs."""
+        k = i - self.num_units // 2
+        if not self.has_long_skips or not 0 <= k < len(self.skip_norms):
+            raise ValueError(f"unit {i} of {type(self).__name__} fuses no long skip")
+        return fuse(self.skip_norms[k], self.skip_linears[k], h, skip)
+
     def run_units(
         self, h: torch.Tensor, ctx, start: int = 0, stop: int | None = None, skips: list[torch.Tensor] | None = None,
         memo=None,
@@ -149,8 +157,7 @@ class LongSkipStack:
             skips = []
         for i in range(start, stop):
             if long_skip and i >= half:
-                k = i - half
-                h = fuse(self.skip_norms[k], self.skip_linears[k], h, skips.pop())
+                h = self.fuse_skip(i, h, skips.pop())
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 h = checkpoint(self.unit, i, h, ctx, use_reentrant=False)
             else:
