@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from skipdit import generate, load
+from skipdit import Sampling, generate, load
 from skipdit.assets import BUILTIN_MODELS
 from skipdit.metrics import psnr
 from skipdit.metrics.digits import DigitsEvaluator
@@ -36,7 +36,7 @@ def main() -> None:
     evaluator = DigitsEvaluator.load()
     seeds = list(range(args.samples))
     labels = [s % 10 for s in seeds]
-    settings = dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale)
+    sampling = Sampling(sampler=args.sampler, steps=args.steps, guidance_scale=args.cfg_scale)
     print(f"{args.samples} samples, {args.sampler}-{args.steps}, cfg {args.cfg_scale}, "
           f"CPU threads {torch.get_num_threads()}, torch {torch.__version__}")
     print("| model | cache | full / cached steps | ideal | measured | PSNR (dB) | accuracy | FDD |")
@@ -44,11 +44,11 @@ def main() -> None:
     rows = []
     for name in args.models:
         model = load(name)
-        generate(model, seeds[:8], labels[:8], **{**settings, "steps": 5})  # warm-up
-        base = generate(model, seeds, labels, **settings)
+        generate(model, seeds[:8], labels[:8], sampling=sampling.replace(steps=5))  # warm-up
+        base = generate(model, seeds, labels, sampling=sampling)
         runs = [("none", base)]
         if model.has_long_skips:  # Skip-Cache needs long skips; a vanilla DiT is the uncached reference
-            runs += [(spec, generate(model, seeds, labels, cache=spec, **settings)) for spec in args.caches]
+            runs += [(spec, generate(model, seeds, labels, sampling=sampling, cache=spec)) for spec in args.caches]
         for spec, out in runs:
             scores = evaluator.evaluate(out.images, labels)
             row = {

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from skipdit import generate
+from skipdit import Runtime, Sampling, generate
 from skipdit.metrics.digits import DigitsEvaluator
 from skipdit.train import load_run
 from skipdit.train.checkpoint import list_checkpoints
@@ -32,8 +32,9 @@ def evaluate_run(run_dir: Path, evaluator: DigitsEvaluator, args) -> list[dict]:
         if step % args.every:
             continue
         model, _ = load_run(run_dir, step)
-        out = generate(model, seeds, labels, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
-                       batch_size=args.batch_size)
+        out = generate(model, seeds, labels,
+                       sampling=Sampling(sampler=args.sampler, steps=args.steps, guidance_scale=args.cfg_scale),
+                       runtime=Runtime(batch_size=args.batch_size))
         scores = evaluator.evaluate(out.images, labels)  # uint8, as saved
         rows.append({"step": step, **scores})
         print(f"{run_dir.name} step {step}: accuracy {scores['accuracy']:.3f}, FDD {scores['fdd']:.2f}", flush=True)

@@ -18,7 +18,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from skipdit import generate, load
+from skipdit import Condition, Sampling, generate, load
 from skipdit.convert.checkpoint import stored_text_encoder
 from skipdit.datasets import DIGIT_CAPTIONS, digit_caption
 from skipdit.metrics.digits import DigitsEvaluator
@@ -36,8 +36,8 @@ def main() -> None:
     encoder = load_text_encoder(text.get("name"), max_length=text.get("max_length"))
     trained = [digit_caption(k % 10, k // 10 % len(DIGIT_CAPTIONS)) for k in range(50)]
     unseen = [f"number {k % 10}" for k in range(20)]
-    out = generate(model, range(70), prompts=trained + unseen, text_encoder=encoder, sampler="ddim",
-                   steps=args.steps, cfg_scale=args.cfg_scale)
+    out = generate(model, range(70), Condition(prompts=trained + unseen, text_encoder=encoder),
+                   sampling=Sampling(sampler="ddim", steps=args.steps, guidance_scale=args.cfg_scale))
     wanted = torch.tensor([k % 10 for k in range(50)] + [k % 10 for k in range(20)])
     right = (DigitsEvaluator.load().predict(out.images) == wanted).float()
     print(f"{args.model}: DDIM-{args.steps}, guidance {args.cfg_scale}")

@@ -64,9 +64,9 @@ def cpu_model() -> str:
 
 def run(model, args: argparse.Namespace, cache: str | None, steps: int | None = None) -> skipdit.Generation:
     return skipdit.generate(
-        model, seeds=[SEED], labels=[LABEL], cfg_scale=CFG_SCALE, sampler=args.sampler,
-        steps=steps or args.steps, cache=cache, device=args.device, precision=args.precision,
-        compile=args.compile, progress=False,
+        model, seeds=[SEED], condition=[LABEL], cache=cache,
+        sampling=skipdit.Sampling(sampler=args.sampler, steps=steps or args.steps, guidance_scale=CFG_SCALE),
+        runtime=skipdit.Runtime(device=args.device, precision=args.precision, compile=args.compile),
     )
 
 

@@ -22,7 +22,7 @@ import json
 
 import torch
 
-from skipdit import generate, load
+from skipdit import Condition, Sampling, generate, load
 from skipdit.convert.checkpoint import stored_text_encoder
 from skipdit.datasets import MOTIONS, caption
 from skipdit.metrics import moving_digits as md
@@ -71,26 +71,26 @@ def main() -> None:
     for name in args.models:
         model = load(name)
         sampler, steps = SAMPLERS[model.conditioning]
-        settings = dict(sampler=args.sampler or sampler, steps=args.steps or steps, cfg_scale=args.cfg_scale)
+        sampling = Sampling(sampler=args.sampler or sampler, steps=args.steps or steps, guidance_scale=args.cfg_scale)
         if model.conditioning == "text":
             text = stored_text_encoder(name) or {}
             encoder = load_text_encoder(text.get("name"), max_length=text.get("max_length"))
-            condition = dict(prompts=[caption(d, m) for d, m in pairs], text_encoder=encoder)
+            condition = Condition(prompts=[caption(d, m) for d, m in pairs], text_encoder=encoder)
         else:
-            condition = dict(labels=digits)
-        generate(model, seeds, **{**settings, **condition, "steps": 2})  # warm-up at the full batch
-        base = generate(model, seeds, **settings, **condition)
+            condition = Condition(labels=digits)
+        generate(model, seeds, condition, sampling=sampling.replace(steps=2))  # warm-up at the full batch
+        base = generate(model, seeds, condition, sampling=sampling)
         specs = [] if args.score_only else CACHES[model.conditioning]
-        runs = [("none", base)] + [(spec, generate(model, seeds, cache=spec, **settings, **condition))
+        runs = [("none", base)] + [(spec, generate(model, seeds, condition, sampling=sampling, cache=spec))
                                    for spec in specs]
         base_seconds = base.seconds
         if specs:  # uncached once more, after the cached runs; the faster one: speed-ups err low
-            base_seconds = min(base_seconds, generate(model, seeds, **settings, **condition).seconds)
+            base_seconds = min(base_seconds, generate(model, seeds, condition, sampling=sampling).seconds)
         for spec, out in runs:
             scores = md.score(out.images, digits, moves if model.conditioning == "text" else None)
             motion = scores.get("motion_accuracy", travelled(out.images).item())
             row = {
-                "model": name, "sampler": f"{settings['sampler']}-{settings['steps']}", "cache": spec,
+                "model": name, "sampler": f"{sampling.sampler}-{sampling.num_steps}", "cache": spec,
                 "full": out.stats.full_steps, "cached": out.stats.cached_steps,
                 "ideal": out.stats.ideal_speedup, "measured": base_seconds / out.seconds,
                 "psnr": psnr(out.images, base.images).mean().item() if spec != "none" else None,

@@ -16,7 +16,7 @@ from skipdit import save
 from skipdit.cache import parse_cache
 from skipdit.distributed import check_device
 from skipdit.errors import UserError
-from skipdit.sampling import generate
+from skipdit.sampling import Condition, Runtime, Sampling, generate
 
 from .badinput import expect_user_error
 from .conftest import tiny_model
@@ -84,7 +84,7 @@ SAMPLE_CASES = {
     "format-unknown": (["--format", "avi"], r"--format takes mp4, gif"),
     "ckpt-missing": (["--ckpt", "{tmp}/missing.safetensors"], r"checkpoint not found: .*missing.safetensors"),
     "vae-missing": (["--vae", "{tmp}/no-vae"], r"no VAE at .*no-vae"),
-    "task-mismatch": (["--task", "c2v"], r"--task c2v, but the model is a c2i model"),
+    "task-mismatch": (["--task", "c2v"], r"task c2v was asked for, but the model is a c2i model"),
 }
 
 
@@ -184,7 +184,7 @@ TUNE_CASES = {
     "intervals-too-many": (["--target-speedup", "1.5", "--intervals", "2-99999999"],
                            r"names 99,999,998 intervals; at most 1,000 are allowed"),
     "steps-0": (["--target-speedup", "1.5", "--steps", "0"], r"--steps must be >= 1, got 0"),
-    "batch-size-0": (["--target-speedup", "1.5", "--batch-size", "0"], r"--batch-size: must be a positive integer"),
+    "batch-size-0": (["--target-speedup", "1.5", "--batch-size", "0"], r"--batch-size must be >= 1, got 0"),
     "device-bogus": (["--target-speedup", "1.5", "--device", "bogus"], r"unknown device 'bogus'"),
     "seeds-too-many": (["--target-speedup", "1.5", "--seeds", "0-999999999"],
                        r"names 1,000,000,000 seeds; at most 10,000 are allowed"),
@@ -277,19 +277,20 @@ def test_analyze_bad_input(capsys, paths, args, message):
 
 
 # -- the same checks for a Python user of the library ----------------------------------------------------
-@pytest.mark.parametrize("kwargs, message", [
-    ({"steps": 0}, r"steps must be an integer >= 1, got 0"),
-    ({"batch_size": 0}, r"batch size must be an integer >= 1, got 0"),
-    ({"batch_size": -1}, r"batch size must be an integer >= 1"),
-    ({"cfg_scale": float("nan")}, r"guidance scale must be a finite number >= 1"),
-    ({"sampler": "ddim", "eta": float("inf")}, r"eta must be a finite number >= 0"),
-    ({"device": "bogus"}, r"unknown device 'bogus'"),
-    ({"num_frames": 0}, r"num_frames must be an integer >= 1, got 0"),
+@pytest.mark.parametrize("sampling, runtime, message", [
+    ({"steps": 0}, {}, r"steps must be an integer >= 1, got 0"),
+    ({}, {"batch_size": 0}, r"batch size must be an integer >= 1, got 0"),
+    ({}, {"batch_size": -1}, r"batch size must be an integer >= 1"),
+    ({"guidance_scale": float("nan")}, {}, r"guidance scale must be a finite number >= 1"),
+    ({"sampler": "ddim", "eta": float("inf")}, {}, r"eta must be a finite number >= 0"),
+    ({}, {"device": "bogus"}, r"unknown device 'bogus'"),
+    ({"num_frames": 0}, {}, r"num_frames must be an integer >= 1, got 0"),
 ])
-def test_generate_rejects_bad_settings_before_sampling(kwargs, message):
+def test_generate_rejects_bad_settings_before_sampling(sampling, runtime, message):
     model = tiny_model()
-    with pytest.raises(UserError, match=message):
-        generate(model, [0], labels=[1], **{"steps": 2, "cfg_scale": 1.5, **kwargs})
+    with pytest.raises(UserError, match=message):  # when the Sampling / Runtime is made, or before anything runs
+        generate(model, [0], Condition(labels=[1]), sampling=Sampling(**{"steps": 2, "guidance_scale": 1.5,
+                                                                         **sampling}), runtime=Runtime(**runtime))
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -319,6 +320,6 @@ def test_bench_library_refuses_what_would_fail_after_the_run(skip_model):
     with pytest.raises(UserError, match="names no method"):
         select_methods(" , ", steps=10)
     with pytest.raises(UserError, match="repeats must be an integer >= 1, got 0"):
-        Bench({"model": skip_model}, {"model": "skip"}, [0, 1], {}, repeats=0)
+        Bench({"model": skip_model}, {"model": "skip"}, [0, 1], Condition(), Sampling(), repeats=0)
     with pytest.raises(UserError, match="Fréchet distance needs at least 2"):
-        Bench({"model": skip_model}, {"model": "skip"}, [0], {}, evaluator=object())
+        Bench({"model": skip_model}, {"model": "skip"}, [0], Condition(), Sampling(), evaluator=object())

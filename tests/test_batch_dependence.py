@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from skipdit import generate
+from skipdit import Sampling, generate
 from skipdit.cache import parse_cache
 from skipdit.cli import main
 from skipdit.sample_many import batch_note
@@ -34,14 +34,15 @@ def _outputs(spec: str, mate_moves: bool) -> tuple[torch.Tensor, list[bool]]:
     1% a step; its mate by 1% too, or by 200% (``mate_moves``). Row 0's inputs are the same in both batches."""
     policy, model = parse_cache(spec), RowwiseStack()
     plan = policy.plan([999, 666, 333, 0], model.num_units)
-    slot: dict = {}
+    state = policy.State()
     outputs, computed = [], []
     for k, step in enumerate(plan):
         h = torch.ones(2, 8)
         h[0] *= 1.01**k
         h[1] *= 3.0**k if mate_moves else 1.01**k
-        outputs.append(policy.run(model, h, None, step, slot)[0])
-        computed.append(slot.pop("ran", step).full)  # static policies do what the plan says
+        out, ran = policy.run(model, h, None, step, state)  # static policies do what the plan says
+        outputs.append(out[0])
+        computed.append(ran.full)
     return torch.stack(outputs), computed
 
 
@@ -64,7 +65,8 @@ def test_a_static_schedule_is_batch_independent():
 def test_a_static_schedule_gives_a_seed_the_same_sample_whatever_its_mates():
     """Through the real sampler: seed 0 next to seed 1 or to seed 2 (same batch size, so the same kernels)."""
     model = tiny_model()
-    first, second = (generate(model, [0, mate], [0, 3], sampler="ddim", steps=6, cache="skip:N=2").samples[0]
+    sampling = Sampling(sampler="ddim", steps=6, guidance_scale=1.0)
+    first, second = (generate(model, [0, mate], [0, 3], sampling=sampling, cache="skip:N=2").samples[0]
                      for mate in (1, 2))
     assert torch.allclose(first, second, atol=1e-5)
 

@@ -7,26 +7,28 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from skipdit import generate, save
+from skipdit import Condition, Sampling, generate, save
 from skipdit.bench.harness import Bench, Preparer, counted_run, run_bench, select_methods, step_similarity
 from skipdit.bench.report import headline, markdown_table
 from skipdit.cli import main
 
 from .conftest import tiny_model
 
-SETTINGS = dict(labels=[1, 2, 3], sampler="ddim", steps=6, cfg_scale=2.0)
+CONDITION = Condition(labels=[1, 2, 3])
+SAMPLING = Sampling(sampler="ddim", steps=6, guidance_scale=2.0)
 
 
 def bench(**kw):
     models = {"model": tiny_model(long_skip=True), "baseline": tiny_model(long_skip=False)}
-    return Bench(models, {"model": "skip", "baseline": "dit"}, [0, 1, 2], SETTINGS, repeats=1, progress=False, **kw)
+    return Bench(models, {"model": "skip", "baseline": "dit"}, [0, 1, 2], CONDITION, SAMPLING, repeats=1,
+                 progress=False, **kw)
 
 
 def test_rows_measure_fidelity_macs_and_steps_against_the_same_models_uncached_run():
     b = bench()
     methods = select_methods("skip:N=2,fora:N=2,deepcache:N=2,b=1,teacache:threshold=5", steps=6)
     assert [m.on for m in methods] == ["model", "baseline", "baseline", "baseline"]
-    rows, skipped = run_bench(b, methods, Preparer(SETTINGS, [100, 101]))
+    rows, skipped = run_bench(b, methods, Preparer(b, [100, 101]))
     assert not skipped
     by = {r.method: r for r in rows}
     assert by["skip uncached"].ideal == 1.0 and by["skip uncached"].psnr is None
@@ -49,7 +51,7 @@ def test_counted_macs_agree_with_the_cache_stats():
     count is (steps it ran) x (its cost per call), and the MACs speed-up is the stats' ideal speed-up less
     only the embeddings and the head, which every step runs."""
     model = tiny_model(long_skip=True)
-    settings = dict(labels=[1, 2], sampler="ddim", steps=6, cfg_scale=1.0, progress=False)
+    settings = dict(condition=[1, 2], sampling=Sampling(sampler="ddim", steps=6, guidance_scale=1.0))
 
     def count(cache):
         with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
@@ -70,7 +72,8 @@ def test_counted_macs_agree_with_the_cache_stats():
 
 
 def test_methods_that_do_not_apply_are_listed_with_the_reason():
-    rows, skipped = run_bench(bench(), select_methods("tgate,delta:N=2", steps=6), Preparer(SETTINGS, [100]))
+    b = bench()
+    rows, skipped = run_bench(b, select_methods("tgate,delta:N=2", steps=6), Preparer(b, [100]))
     reasons = {s["method"]: s["reason"] for s in skipped}
     assert "text" in reasons["T-GATE (gate=1)"] and "text" in reasons["T-GATE (gate=3)"]
     assert [r.method for r in rows][-1] == "Δ-DiT (N=2)"  # Δ-DiT runs on the vanilla baseline
@@ -134,7 +137,7 @@ def test_lpips_column_scores_each_method_against_its_own_models_uncached_run():
         for head in model.heads:
             head.weight.abs_()  # LPIPS heads are non-negative, so distances are
     b = bench(lpips_model=model)
-    rows, _ = run_bench(b, select_methods("skip:N=2,fora:N=2", steps=6), Preparer(SETTINGS, [100]))
+    rows, _ = run_bench(b, select_methods("skip:N=2,fora:N=2", steps=6), Preparer(b, [100]))
     by = {r.method: r for r in rows}
     assert by["skip uncached"].lpips == 0 and by["dit uncached"].lpips == 0
     assert by["Skip-Cache (N=2)"].lpips > 0 and by["FORA (N=2)"].lpips > 0

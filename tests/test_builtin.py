@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from skipdit import generate, load
+from skipdit import Condition, Sampling, generate, load
 from skipdit.cli import main
 from skipdit.metrics.digits import DigitsEvaluator
 from skipdit.metrics.fid import feature_statistics, frechet_distance
@@ -45,7 +45,7 @@ def test_evaluator_knows_real_digits_from_noise():
 def test_builtin_models_load_and_draw_their_digits(name):
     model = load(name)
     assert model.config.long_skip == name.endswith("Skip-DiT")
-    out = generate(model, SEEDS, LABELS, sampler="ddpm", steps=250, cfg_scale=4.0)
+    out = generate(model, SEEDS, LABELS, sampling=Sampling(sampler="ddpm", steps=250, guidance_scale=4.0))
     scores = DigitsEvaluator.load().evaluate(out.images, LABELS)
     assert scores["accuracy"] >= 0.9, scores
 
@@ -59,8 +59,8 @@ def test_builtin_text_to_image_model_draws_the_digit_it_is_asked_for(tmp_path, c
     assert model.config.num_frames == 1 and model.config.long_skip and model.conditioning == "text"
     encoder = load_text_encoder("minilm", max_length=8)
     prompts = [digit_caption(s % 10, s // 10 % 2) for s in SEEDS] + [f"number {s % 10}" for s in range(20)]
-    out = generate(model, range(len(prompts)), prompts=prompts, text_encoder=encoder, sampler="ddim", steps=50,
-                   cfg_scale=4.0)
+    out = generate(model, range(len(prompts)), Condition(prompts=prompts, text_encoder=encoder),
+                   sampling=Sampling(sampler="ddim", steps=50, guidance_scale=4.0))
     assert out.images.shape == (len(prompts), 16, 16, 1)  # an image model: no frame axis
     predicted = DigitsEvaluator.load().predict(out.images)
     wanted = torch.tensor([s % 10 for s in SEEDS] + [s % 10 for s in range(20)])
@@ -123,8 +123,10 @@ def test_builtin_text_to_video_model_moves_the_right_digit_the_right_way():
     from skipdit.text import load_text_encoder
 
     pairs = [(d, m) for d in range(10) for m in range(len(MOTIONS))]
-    out = generate(load("moving-digits/Latte-T2V-skip"), range(100, 140), prompts=[caption(d, m) for d, m in pairs],
-                   text_encoder=load_text_encoder("minilm", max_length=16), sampler="ddim", steps=20, cfg_scale=4.0)
+    condition = Condition(prompts=[caption(d, m) for d, m in pairs],
+                          text_encoder=load_text_encoder("minilm", max_length=16))
+    out = generate(load("moving-digits/Latte-T2V-skip"), range(100, 140), condition,
+                   sampling=Sampling(sampler="ddim", steps=20, guidance_scale=4.0))
     scores = md.score(out.images, [d for d, _ in pairs], [m for _, m in pairs])
     assert scores["digit_accuracy"] >= 0.8 and scores["motion_accuracy"] >= 0.9, scores
 
@@ -135,7 +137,8 @@ def test_builtin_class_to_video_model_draws_its_digit_moving():
     from skipdit.metrics import moving_digits as md
 
     labels = list(range(10)) * 3
-    out = generate(load("moving-digits/Latte-skip"), range(100, 130), labels, sampler="ddim", steps=20, cfg_scale=4.0)
+    out = generate(load("moving-digits/Latte-skip"), range(100, 130), labels,
+                   sampling=Sampling(sampler="ddim", steps=20, guidance_scale=4.0))
     centres = md.centres_of_mass(out.images)
     travel = (centres[:, -1] - centres[:, 0]).abs().max(dim=1).values  # along the motion axis; real: 7 px
     assert md.score(out.images, labels)["digit_accuracy"] >= 0.7

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from skipdit import generate
+from skipdit import Sampling, generate
 from skipdit.cache import CacheStats, SkipCache, interval_schedule, parse_cache
 from skipdit.diffusion import space_timesteps
 
@@ -109,7 +109,7 @@ def test_none_specs():
 class ToyModel:
     """Four scalar units: unit u adds u+1; a long skip adds the popped value (pairs 2<-1, 3<-0)."""
 
-    num_units, has_long_skips = 4, True
+    num_units, has_long_skips, sublayers = 4, True, ()
 
     def __init__(self):
         self.calls = []
@@ -161,7 +161,8 @@ def test_skip_cache_rejects_unfit_models():
         SkipCache(branch=3).check_model(tiny_model())
 
 
-SAMPLE = dict(seeds=[0, 1], labels=[1, 2], steps=12, cfg_scale=3.0)
+SAMPLING = Sampling(steps=12, guidance_scale=3.0)
+SAMPLE = dict(seeds=[0, 1], condition=[1, 2], sampling=SAMPLING)
 
 
 def test_interval_one_is_bit_identical_to_no_cache(skip_model):
@@ -209,7 +210,8 @@ def test_no_state_leaks_between_runs(skip_model):
 
 def test_two_pass_guidance_keeps_one_cache_step_per_denoising_step(skip_model):
     batched = generate(skip_model, cache="skip:N=2,b=1", **SAMPLE)
-    two_pass = generate(skip_model, cache="skip:N=2,b=1", cfg_batched=False, **SAMPLE)
+    two_pass = generate(skip_model, [0, 1], [1, 2], sampling=SAMPLING.replace(batched_guidance=False),
+                        cache="skip:N=2,b=1")
     # Batch size changes the CPU matmul kernels, so the uncached runs already differ by ~3e-4 after
     # 12 guided DDPM steps; a cond/uncond mix-up of the kept state would be orders larger.
     assert batched.samples.abs().max() > 1

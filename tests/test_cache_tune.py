@@ -1,4 +1,4 @@
-"""``skipdit.cache.tune`` and the ``skipdit cache tune`` / ``calibrate-teacache`` commands, on tiny random models.
+"""``skipdit.tuning.tune`` and the ``skipdit cache tune`` / ``calibrate-teacache`` commands, on tiny random models.
 
 On 10 steps the timesteps are 999, 888, ..., 0, so the arithmetic of the plans is easy to follow: with N=8 and
 b=1 on 4 units, 2 full steps and 8 cached steps of 2 units make 24 of 40 unit evaluations (1.67x, the most).
@@ -8,16 +8,16 @@ import json
 
 import pytest
 
-from skipdit import generate, save
+from skipdit import Sampling, generate, save
 from skipdit.cache import CacheStats, SkipCache, TeaCache, parse_cache
-from skipdit.cache.tune import tune
 from skipdit.diffusion import GaussianDiffusion
 from skipdit.metrics import psnr
+from skipdit.tuning import tune
 
 from .conftest import tiny_model
 from .test_cli import run_cli
 
-COMMON = dict(labels=[1, 2], sampler="ddim", steps=10, cfg_scale=2.0)
+COMMON = dict(condition=[1, 2], sampling=Sampling(sampler="ddim", steps=10, guidance_scale=2.0))
 SEEDS = [0, 1]
 TIMESTEPS = GaussianDiffusion.create("10").sampling_timesteps()
 

@@ -139,7 +139,7 @@ def test_sample_c2v_frames_and_labels(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--task", "t2v"], "--task t2v, but the model is a c2i model"),
+    (["--task", "t2v"], "task t2v was asked for, but the model is a c2i model"),
     (["--prompt", "a cat"], "--prompt and --negative-prompt are for text models"),
     (["--num-frames", "4"], "--num-frames is for video models"),
     (["--format", "avi"], "--format takes mp4, gif"),

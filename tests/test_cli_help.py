@@ -17,7 +17,7 @@ import pytest
 import skipdit
 from skipdit.cli import build_parser, main
 from skipdit.cli.help import HelpFormatter
-from skipdit.cli.sample_cmd import model_source
+from skipdit.cli.options import model_request
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(skipdit.__file__).resolve().parents[1]
@@ -107,9 +107,9 @@ def test_model_takes_a_builtin_name_wherever_a_model_is_taken(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert (tmp_path / "grid.png").is_file()
     args = build_parser().parse_args(["sample", "--model", "digits/DiT"])
-    assert model_source(args) == ("digits/DiT", None)
+    assert model_request(args).source() == ("digits/DiT", None)
     args = build_parser().parse_args(["sample", "--model", "DiT-S/2-skip", "--ckpt", "x.pt"])
-    assert model_source(args) == ("x.pt", "DiT-S/2-skip")  # with --ckpt: the architecture preset
+    assert model_request(args).source() == ("x.pt", "DiT-S/2-skip")  # with --ckpt: the architecture preset
     capsys.readouterr()
 
 

@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from skipdit.cli import main, sample_cmd
+from skipdit import sample_job
+from skipdit.cli import main
 from skipdit.errors import UserError
 from skipdit.timing import interleaved
 
@@ -42,18 +43,18 @@ def test_interleaved_runs_in_rounds_and_keeps_first_results():
 def recorded(monkeypatch):
     """``generate`` as ``sample`` calls it, recording every call and its outputs; timed calls get the fake
     seconds above in order, warm-ups (respacing "2") get 0."""
-    real = sample_cmd.generate
+    real = sample_job.generate
     calls: list[dict] = []
     clock = {"cached": iter(CACHED), "uncached": iter(UNCACHED)}
 
-    def fake(model, seeds, *, cache=None, **settings):
-        out = real(model, seeds, cache=cache, **settings)
+    def fake(model, seeds, condition=None, *, sampling, cache=None, **settings):
+        out = real(model, seeds, condition, sampling=sampling, cache=cache, **settings)
         kind = "uncached" if cache is None else "cached"
-        warm = settings.get("respacing") == "2"
+        warm = sampling.respacing == "2"
         calls.append({"kind": kind, "warm_up": warm, "seeds": list(seeds), "images": out.images})
         return dataclasses.replace(out, seconds=0.0 if warm else next(clock[kind]))
 
-    monkeypatch.setattr(sample_cmd, "generate", fake)
+    monkeypatch.setattr(sample_job, "generate", fake)
     return calls
 
 

@@ -5,7 +5,7 @@ import ast
 import pytest
 import torch
 
-from skipdit import generate
+from skipdit import Condition, Sampling, generate
 from skipdit.models import LatteT2V, LatteT2VConfig
 from skipdit.models.random import randomize_
 
@@ -15,6 +15,7 @@ pytest.importorskip("diffusers")
 from skipdit.bench.diffusers_peers import DiffusersPeer, calibrate_magcache  # noqa: E402
 
 STEPS = 8
+SAMPLING = Sampling(sampler="ddim", steps=STEPS, guidance_scale=2.0)
 TINY_T2V = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=4, num_heads=2, num_frames=4,
                 caption_channels=12)
 
@@ -37,10 +38,10 @@ def t2v():
     return randomize_(LatteT2V(LatteT2VConfig(**TINY_T2V))).eval()
 
 
-def run(model, **kw):
-    text = dict(prompts=["a cat", "a dog"], text_encoder=PaddedEncoder())
-    cond = dict(labels=[1, 2]) if model.conditioning == "class" else text
-    return generate(model, [0, 1], sampler="ddim", steps=STEPS, cfg_scale=2.0, **cond, **kw)
+def run(model, **changes):
+    text = Condition(prompts=["a cat", "a dog"], text_encoder=PaddedEncoder())
+    cond = [1, 2] if model.conditioning == "class" else text
+    return generate(model, [0, 1], cond, sampling=SAMPLING.replace(**changes))
 
 
 NEVER = {  # settings under which each hook computes everything
@@ -70,7 +71,7 @@ def test_peer_without_reuse_is_our_model(family):
 def test_dit_methods_engage():
     model = dit()
     base = run(model)
-    ratios = calibrate_magcache(model, [0, 1], [1, 2], sampler="ddim", steps=STEPS, cfg_scale=2.0)
+    ratios = calibrate_magcache(model, [0, 1], [1, 2], sampling=SAMPLING)
     assert len(ratios) == STEPS and ratios[0] == 1.0
     for method, options in [("pab", {}), ("fbc", dict(threshold=1.0)), ("magcache", dict(mag_ratios=ratios,
                                                                                             threshold=0.5))]:
@@ -98,7 +99,7 @@ def test_latte_t2v_methods_engage():
 
 def test_magcache_ratios_match_what_diffusers_prints(capsys):
     model = dit()
-    ratios = calibrate_magcache(model, [0, 1], [1, 2], sampler="ddim", steps=STEPS, cfg_scale=2.0)
+    ratios = calibrate_magcache(model, [0, 1], [1, 2], sampling=SAMPLING)
     assert capsys.readouterr().out == ""  # diffusers' print is captured
     run(DiffusersPeer(model, "magcache", calibrate=True, num_inference_steps=STEPS))
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[1.0")]
@@ -124,14 +125,14 @@ def test_runs_are_independent(family, method, options):
 
 def test_guidance_in_two_passes():
     model = dit()
-    base = run(model, cfg_batched=False)
+    base = run(model, batched_guidance=False)
     exact = DiffusersPeer(model, "fbc", threshold=0.0)  # one cache context per pass
-    torch.testing.assert_close(run(exact, cfg_batched=False).samples, base.samples, atol=1e-4, rtol=0)
+    torch.testing.assert_close(run(exact, batched_guidance=False).samples, base.samples, atol=1e-4, rtol=0)
     cached = DiffusersPeer(model, "fbc", threshold=1.0)
-    run(cached, cfg_batched=False)
+    run(cached, batched_guidance=False)
     assert cached.engaged
     with pytest.raises(ValueError, match="cfg_batched=True"):
-        run(DiffusersPeer(model, "pab"), cfg_batched=False)
+        run(DiffusersPeer(model, "pab"), batched_guidance=False)
 
 
 def test_bad_requests_fail_clearly():

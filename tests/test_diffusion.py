@@ -174,7 +174,7 @@ def test_normal_kl_closed_form():
 
 
 def test_guidance_arithmetic():
-    def model_fn(x, t, y):  # output channel c = y + c so cond and uncond are easy to tell apart
+    def model_fn(x, t, y, branch=None):  # output channel c = y + c so cond and uncond are easy to tell apart
         return (y.float()[:, None, None, None] + torch.arange(8.0)[None, :, None, None]).expand(-1, 8, 2, 2)
 
     x, t, y = torch.zeros(2, 4, 2, 2), torch.zeros(2), torch.tensor([3, 5])

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from skipdit import generate, load, save
+from skipdit import Condition, Runtime, Sampling, generate, load, save
 from skipdit.cache import parse_cache
 from skipdit.models import Latte, LatteConfig, LatteT2V, LatteT2VConfig, build_model
 from skipdit.models.random import randomize_
@@ -379,8 +379,8 @@ def test_safetensors_round_trip_keeps_the_architecture(tmp_path):
 @pytest.mark.parametrize("family", ["c2v", "t2v"])
 def test_skip_cache_n1_is_uncached_and_n2_engages(family):
     model = c2v() if family == "c2v" else t2v()
-    cond = dict(labels=[1, 2]) if family == "c2v" else dict(prompts=["a", "b"], text_encoder=_FakeEncoder())
-    common = dict(sampler="ddim", steps=6, cfg_scale=2.0, **cond)
+    cond = [1, 2] if family == "c2v" else Condition(prompts=["a", "b"], text_encoder=_FakeEncoder())
+    common = dict(condition=cond, sampling=Sampling(sampler="ddim", steps=6, guidance_scale=2.0))
     base = generate(model, [0, 1], **common)
     same = generate(model, [0, 1], cache=f"{family}:N=1", **common)
     torch.testing.assert_close(same.samples, base.samples)
@@ -419,21 +419,22 @@ def test_unconditional_latte_samples_without_labels():
     """FFS / Sky / Taichi are unconditional (official extras=1): no label embedder, no guidance."""
     model = c2v(num_classes=0)
     assert not hasattr(model, "y_embedder") and model.null_label is None
-    out = generate(model, [0, 1], sampler="ddim", steps=3, num_frames=2)
+    out = generate(model, [0, 1], sampling=Sampling(sampler="ddim", steps=3, num_frames=2))
     assert out.samples.shape == (2, 4, 2, 8, 8) and out.labels is None
     with pytest.raises(ValueError, match="unconditional: it takes no class labels"):
-        generate(model, [0], labels=[1], steps=2)
+        generate(model, [0], [1], sampling=Sampling(steps=2, guidance_scale=1.0))
     with pytest.raises(ValueError, match="guidance needs a conditional model"):
-        generate(model, [0], steps=2, cfg_scale=4.0)
+        generate(model, [0], sampling=Sampling(steps=2, guidance_scale=4.0))
     with pytest.raises(ValueError, match="pass prompts, not class labels"):
-        generate(t2v(), [0], labels=[1], steps=2)
+        generate(t2v(), [0], [1], sampling=Sampling(steps=2, guidance_scale=1.0))
 
 
 def test_bf16_close_to_fp32_and_video_vae_decodes_frame_by_frame(tmp_path):
     model = t2v()
-    common = dict(prompts=["a"], text_encoder=_FakeEncoder(), sampler="ddim", steps=4, cache="t2v:N=2,start=none")
+    common = dict(condition=Condition(prompts=["a"], text_encoder=_FakeEncoder()),
+                  sampling=Sampling(sampler="ddim", steps=4, guidance_scale=1.0), cache="t2v:N=2,start=none")
     fp32 = generate(model, [0, 1], **common)
-    bf16 = generate(model, [0, 1], precision="bf16", **common)
+    bf16 = generate(model, [0, 1], runtime=Runtime(precision="bf16"), **common)
     assert (bf16.samples - fp32.samples).abs().max() / fp32.samples.abs().max() < 0.05
 
     class FrameVAE:  # decodes each (C, h, w) latent frame to an RGB frame twice the size
@@ -453,7 +454,8 @@ def test_bf16_close_to_fp32_and_video_vae_decodes_frame_by_frame(tmp_path):
 
 @pytest.mark.slow
 def test_compile_matches_eager_for_video_models():
-    for model, cond in ((c2v(), dict(labels=[1])), (t2v(), dict(prompts=["a"], text_encoder=_FakeEncoder()))):
-        eager = generate(model, [0], sampler="ddim", steps=3, cache="skip:N=2", **cond)
-        compiled = generate(model, [0], sampler="ddim", steps=3, cache="skip:N=2", compile=True, **cond)
+    sampling = Sampling(sampler="ddim", steps=3, guidance_scale=1.0)
+    for model, cond in ((c2v(), [1]), (t2v(), Condition(prompts=["a"], text_encoder=_FakeEncoder()))):
+        eager = generate(model, [0], cond, sampling=sampling, cache="skip:N=2")
+        compiled = generate(model, [0], cond, sampling=sampling, cache="skip:N=2", runtime=Runtime(compile=True))
         torch.testing.assert_close(compiled.samples, eager.samples, atol=1e-4, rtol=1e-4)

@@ -4,20 +4,22 @@ adaptive Skip-Cache: each engages, each has a setting that equals the uncached r
 import pytest
 import torch
 
-from skipdit import generate
+from skipdit import Condition, Sampling, generate
 from skipdit.cache import parse_cache
 from skipdit.cache.base import LaggedScalar
-from skipdit.cache.teacache import calibrate
+from skipdit.tuning import calibrate_teacache
 from tests.conftest import tiny_model
 from tests.test_latte import _FakeEncoder, t2v
 
-COMMON = dict(sampler="ddim", steps=8, cfg_scale=2.0)
+STEPS = 8
+SAMPLING = Sampling(sampler="ddim", steps=STEPS, guidance_scale=2.0)
 
 
 def run(model, spec=None):
     if model.conditioning == "text":
-        return generate(model, [0, 1], prompts=["a", "b"], text_encoder=_FakeEncoder(), cache=spec, **COMMON)
-    return generate(model, [0, 1], [3, 5], cache=spec, **COMMON)
+        prompts = Condition(prompts=["a", "b"], text_encoder=_FakeEncoder())
+        return generate(model, [0, 1], prompts, sampling=SAMPLING, cache=spec)
+    return generate(model, [0, 1], [3, 5], sampling=SAMPLING, cache=spec)
 
 
 MODELS = {"dit": lambda: tiny_model(long_skip=False), "skip-dit": lambda: tiny_model(long_skip=True),
@@ -49,8 +51,8 @@ def test_each_peer_engages_and_reports_what_it_reused(family, name):
     model = MODELS[name]()
     base, cached = run(model), run(model, PEERS[family][1])
     assert not torch.allclose(cached.samples, base.samples)
-    assert 0 < cached.stats.cached_steps < COMMON["steps"]
-    assert cached.stats.steps == COMMON["steps"]
+    assert 0 < cached.stats.cached_steps < STEPS
+    assert cached.stats.steps == STEPS
     reused, units = cached.stats.reused, cached.stats.cached_units
     L = model.num_units
     expected = {
@@ -58,7 +60,7 @@ def test_each_peer_engages_and_reports_what_it_reused(family, name):
         "pab": lambda: "attn" in reused and ("cross_attn" in reused) == (name == "t2v"),
         "tgate": lambda: reused == ("cross_attn",),
         "deepcache": lambda: units == (L - 1,),
-        "delta": lambda: units == (0, 1, 2, 3) and cached.stats.unit_evals < COMMON["steps"] * L,
+        "delta": lambda: units == (0, 1, 2, 3) and cached.stats.unit_evals < STEPS * L,
         "teacache": lambda: units == () and cached.stats.ideal_speedup > 1,
         "fbc": lambda: units == (0,),
         "adaptive": lambda: units == (0, L - 1),
@@ -76,7 +78,7 @@ def test_delta_dit_cached_steps_add_the_kept_residuals():
     outs = []
     for k, t in enumerate([900, 800, 400, 300]):
         state.begin_step(k)
-        outs.append(model(x, torch.tensor([t]), y, cache=state))
+        outs.append(model(x, torch.tensor([t]), y, cache=state.branch("cond")))
     h0, c0 = model.embed(x, torch.tensor([900]), y)
     front = model.run_units(h0, c0, 0, 3) - h0
     back = model.run_units(h0, c0, 0, 4) - model.run_units(h0, c0, 0, 1)
@@ -118,8 +120,8 @@ def test_bad_specs_are_one_line_errors(spec):
 
 def test_teacache_calibration_fits_the_output_change():
     model = tiny_model(long_skip=False)
-    coefficients, fit = calibrate(model, [0, 1], degree=2, labels=[1, 2], **COMMON)
-    assert len(coefficients) == 3 and fit["pairs"] == COMMON["steps"] - 1
+    coefficients, fit = calibrate_teacache(model, [0, 1], [1, 2], sampling=SAMPLING, degree=2)
+    assert len(coefficients) == 3 and fit["pairs"] == STEPS - 1
     assert fit["r2"] <= 1
     spec = "teacache:threshold=0.5,coef=" + "/".join(f"{c:g}" for c in coefficients)
     assert parse_cache(spec).coefficients == pytest.approx(coefficients, rel=1e-5)
@@ -138,5 +140,5 @@ def test_adaptive_skip_cache_refreshes_when_the_shallow_features_move():
     model = tiny_model(long_skip=True)
     eager = run(model, "adaptive:threshold=0,max=10").stats
     lazy = run(model, "adaptive:threshold=100,max=3").stats
-    assert eager.full_steps == COMMON["steps"] // 2 and eager.cached_steps == COMMON["steps"] // 2
+    assert eager.full_steps == STEPS // 2 and eager.cached_steps == STEPS // 2
     assert lazy.full_steps == 3 and lazy.cached_steps == 5  # F C C F C C F C

@@ -318,7 +318,6 @@ def test_a_text_model_needs_captioned_videos(tmp_path):
 # -- text-to-image: a one-frame Latte-T2V on the captioned digits ------------------------------------------
 def test_captioned_digits_train_a_text_to_image_model_that_samples_images(tmp_path, capsys):
     from skipdit.cli import main
-    from skipdit.cli.sample_cmd import task_of
     from skipdit.datasets import DIGIT_CAPTIONS, digit_caption
     from skipdit.train.config import DataConfig
     from skipdit.train.data import build_data
@@ -333,7 +332,7 @@ def test_captioned_digits_train_a_text_to_image_model_that_samples_images(tmp_pa
     train(cfg, progress=False)
     path = str(export(cfg.run_dir))
     model = load(path)
-    assert model.config.num_frames == 1 and task_of(model) == "t2i"
+    assert model.config.num_frames == 1 and model.task == "t2i"
     code = main(["sample", "--ckpt", path, "--prompt", "a handwritten four",
                  "--seeds", "0-1", "--steps", "4", "--sampler", "ddim", "--out", str(tmp_path / "s"), "--no-progress"])
     assert code == 0, capsys.readouterr()
