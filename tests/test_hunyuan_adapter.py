@@ -143,7 +143,7 @@ def test_bad_uses_are_clear_errors():
     model = tiny_transformer()
     with pytest.raises(ValueError, match="needs timesteps"):
         cache.enable(model, "t2i:N=2")
-    with pytest.raises(ValueError, match="no Skip-Cache adapter for Linear"):
+    with pytest.raises(ValueError, match="no cache adapter for Linear"):
         cache.enable(torch.nn.Linear(2, 2), "t2i:N=2", timesteps=[1])
     with pytest.raises(ValueError, match="b <= 2"):
         cache.enable(model, "t2i:N=2,b=3", timesteps=TIMESTEPS)

@@ -38,8 +38,16 @@ from ..errors import UserError
 from ..io import atomic_write
 from ..models.presets import ARCHS, arch_of, config_from_dict, model_from_config, preset_config
 from ..models.skip import init_long_skips_
+from .diffusers import DIT_CLASSES, SKIPDIT_CLASS, read_diffusers_dit, read_skipdit_folder
 from .files import parse_json_text, read_safetensors, read_safetensors_metadata, read_torch_file
-from .latte import heads_for, is_diffusers_folder, latte_geometry, latte_t2v_geometry, read_diffusers_latte
+from .latte import (
+    heads_for,
+    is_diffusers_folder,
+    latte_geometry,
+    latte_t2v_geometry,
+    read_diffusers_latte,
+    read_model_config,
+)
 
 log = logging.getLogger(__name__)
 # Official training checkpoints pickle their argparse Namespace under "args"; allow exactly that class.
@@ -135,7 +143,7 @@ def read_checkpoint(
 
 def _check_checkpoint_file(path: Path) -> None:
     if path.is_dir():
-        raise UserError(f"{path} is a folder, not a checkpoint file (a diffusers Latte folder holds config.json)")
+        raise UserError(f"{path} is a folder, not a checkpoint file (a diffusers model folder holds config.json)")
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
 
@@ -165,8 +173,8 @@ def unwrap_state_dict(obj, path, prefer: tuple[str, ...] = ("ema", "model", "sta
 
 
 # format name -> architecture
-FORMATS = {"dit": "dit", "diffusers-dit": "dit", "latte": "latte", "latte-t2v": "latte_t2v",
-           "diffusers-latte": "latte_t2v"}
+FORMATS = {"dit": "dit", "diffusers-dit": "dit", "diffusers-skipdit": "dit", "latte": "latte",
+           "latte-t2v": "latte_t2v", "diffusers-latte": "latte_t2v"}
 
 
 def detect_format(state: dict[str, torch.Tensor]) -> str:
@@ -277,13 +285,32 @@ def read_weights(
     safetensors and diffusers folders, config fields) for a file, a diffusers folder or a built-in name."""
     source = resolve_weights(path)
     if is_diffusers_folder(source):
-        state, known = read_diffusers_latte(source)
-        return state, "diffusers-latte", {"arch": "latte_t2v", **known}
+        return read_diffusers_folder(source)
     state, stored = read_checkpoint(source, prefer)
     state, fmt = to_dit_layout(state, input_size)
     if stored is not None:
         return state, fmt, {"arch": stored[0], **stored[1]}
     return state, fmt, {"arch": FORMATS[fmt]}
+
+
+def read_diffusers_folder(source: Path) -> tuple[dict[str, torch.Tensor], str, dict]:
+    """:func:`read_weights` of a diffusers model folder, or of a pipeline folder with one in ``transformer/``:
+    Latte-T2V (``LatteTransformer3DModel``), vanilla DiT (``DiTTransformer2DModel``, converted to our layout)
+    and DiT / Skip-DiT as :class:`skipdit.diffusers.SkipDiTTransformer2DModel` (our layout under a prefix)."""
+    folder, raw = read_model_config(source)
+    kind = raw.get("_class_name", "?")
+    if kind == "LatteTransformer3DModel":
+        state, known = read_diffusers_latte(folder)
+        return state, "diffusers-latte", {"arch": "latte_t2v", **known}
+    if kind in DIT_CLASSES:
+        state, known = read_diffusers_dit(folder, raw)
+        return state, "diffusers-dit", {"arch": "dit", **known}
+    if kind == SKIPDIT_CLASS:
+        state, fields = read_skipdit_folder(folder, raw)
+        arch, fields = _checked_config("dit", fields, folder / "config.json")
+        return state, "diffusers-skipdit", {"arch": arch, **fields}
+    supported = ", ".join(("LatteTransformer3DModel", *DIT_CLASSES[:1], SKIPDIT_CLASS))
+    raise UserError(f"{folder} holds a {kind}; supported diffusers models: {supported}")
 
 
 # config fields that may differ between a file and the model it initialises: the long skips (a vanilla

@@ -15,11 +15,14 @@ computes the same function as ours.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..errors import UserError
 from ..models.dit import DiT, DiTConfig
 from ..models.layers import sincos_2d
+from .latte import read_diffusers_weights
 
 _BLOCK_RENAMES = {
     "adaLN_modulation.1": "norm1.linear",
@@ -126,7 +129,71 @@ def build_diffusers_dit(model: DiT, *, exact: bool = True):
     target = DiTTransformer2DModel(**kwargs)
     target.load_state_dict(to_diffusers_dit(model.state_dict(), model.config.depth), strict=True)
     if exact:
-        for block in target.transformer_blocks:
-            block.norm1.emb.time_proj.downscale_freq_shift = 0
+        use_dit_frequencies(target)
     dtype = next(model.parameters()).dtype
     return (target if dtype == torch.float32 else target.to(dtype)).eval()
+
+
+def use_dit_frequencies(transformer) -> None:
+    """Make a diffusers ``DiTTransformer2DModel`` embed timesteps as DiT does (``downscale_freq_shift=0`` on every
+    block; see the module docstring). diffusers keeps the shift out of ``config.json``, so a reloaded model needs
+    this again."""
+    for block in transformer.transformer_blocks:
+        block.norm1.emb.time_proj.downscale_freq_shift = 0
+
+
+# -- diffusers folders (config.json + weights), read without diffusers --------------------------------------
+# DiTTransformer2DModel, and the legacy class name facebook/DiT-XL-2-256 still ships (peers §1.1)
+DIT_CLASSES = ("DiTTransformer2DModel", "Transformer2DModel")
+SKIPDIT_CLASS = "SkipDiTTransformer2DModel"  # skipdit.diffusers: our DiT / Skip-DiT as a diffusers model
+SKIPDIT_PREFIX = "dit."  # its state dict is our DiT's, under the attribute that holds the DiT
+# config.json entries of a diffusers DiT without a default we could assume: the geometry of the network
+_DIT_REQUIRED = ("num_attention_heads", "attention_head_dim", "in_channels", "num_layers", "sample_size",
+                 "patch_size")
+
+
+def dit_fields(raw: dict, where) -> dict:
+    """Our config fields for a diffusers DiT ``config.json``; anything our DiT does not compute is an error.
+    ``norm_eps`` is not read: DiT uses 1e-6 (the official conversion script leaves diffusers' 1e-5)."""
+    absent = [k for k in _DIT_REQUIRED if k not in raw]
+    if absent:
+        raise UserError(f"{where} lacks {', '.join(absent)}; a DiTTransformer2DModel config names them all")
+    counts = [*_DIT_REQUIRED, "num_embeds_ada_norm", *(["out_channels"] if raw.get("out_channels") is not None else [])]
+    raw = {"num_embeds_ada_norm": 1000, **raw}  # diffusers' default: ImageNet's classes
+    bad = [k for k in counts if not isinstance(raw[k], int) or isinstance(raw[k], bool) or raw[k] < 1]
+    if bad:
+        raise UserError(f"{where}: {', '.join(f'{k}={raw[k]!r}' for k in bad)} must be positive integers")
+    expected = {"norm_type": "ada_norm_zero", "activation_fn": "gelu-approximate", "attention_bias": True,
+                "norm_elementwise_affine": False}
+    wrong = [f"{k}={raw.get(k)!r} (supported: {v!r})" for k, v in expected.items() if raw.get(k, v) != v]
+    if wrong:
+        raise UserError(f"{where}: unsupported DiT configuration: {', '.join(wrong)}")
+    in_channels = raw["in_channels"]
+    out_channels = in_channels if raw.get("out_channels") is None else raw["out_channels"]
+    if out_channels not in (in_channels, 2 * in_channels):
+        raise UserError(f"{where}: out_channels {out_channels} is neither in_channels nor 2x (learned sigma)")
+    return dict(
+        input_size=raw["sample_size"], patch_size=raw["patch_size"], in_channels=in_channels,
+        hidden_size=raw["num_attention_heads"] * raw["attention_head_dim"], depth=raw["num_layers"],
+        num_heads=raw["num_attention_heads"], num_classes=raw["num_embeds_ada_norm"],
+        learn_sigma=out_channels == 2 * in_channels, long_skip=False,
+    )
+
+
+def read_diffusers_dit(folder: Path, raw: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict in our layout, config fields) of a diffusers ``DiTTransformer2DModel`` folder."""
+    fields = dit_fields(raw, folder / "config.json")
+    state = from_diffusers_dit(read_diffusers_weights(folder), fields["input_size"])
+    return state, fields
+
+
+def read_skipdit_folder(folder: Path, raw: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, config fields) of a ``SkipDiTTransformer2DModel`` folder: our DiT's own keys under
+    :data:`SKIPDIT_PREFIX`, and our DiTConfig fields in ``config.json``."""
+    fields = {k: v for k, v in raw.items() if not k.startswith("_")}  # _class_name, _diffusers_version
+    weights = read_diffusers_weights(folder)
+    foreign = [k for k in weights if not k.startswith(SKIPDIT_PREFIX)]
+    if foreign:
+        raise UserError(f"{folder}: {SKIPDIT_CLASS} weights must all start with {SKIPDIT_PREFIX!r}; "
+                        f"found {', '.join(sorted(foreign)[:4])}")
+    return {k.removeprefix(SKIPDIT_PREFIX): v for k, v in weights.items()}, fields

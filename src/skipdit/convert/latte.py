@@ -78,22 +78,31 @@ def is_diffusers_folder(path: Path) -> bool:
     return path.is_dir() and ((path / "config.json").is_file() or (path / "transformer" / "config.json").is_file())
 
 
+def model_folder(path: str | Path) -> Path:
+    """The folder of a diffusers model: ``path`` itself, or its ``transformer/`` if ``path`` is a pipeline folder."""
+    path = Path(path)
+    return path / "transformer" if (path / "transformer" / "config.json").is_file() else path
+
+
+def read_model_config(path: str | Path) -> tuple[Path, dict]:
+    """(model folder, its ``config.json``) of a diffusers model or pipeline folder."""
+    path = model_folder(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"no diffusers model at {path}: expected config.json")
+    return path, read_json(config_file)
+
+
 def read_diffusers_latte(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, config fields) of a diffusers ``LatteTransformer3DModel`` folder (``config.json`` and
     ``diffusion_pytorch_model.safetensors``, possibly sharded), or of a pipeline folder holding one in
     ``transformer/``."""
-    path = Path(path)
-    if (path / "transformer" / "config.json").is_file():
-        path = path / "transformer"
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise UserError(f"no diffusers model at {path}: expected config.json")
-    raw = read_json(config_file)
+    path, raw = read_model_config(path)
     kind = raw.get("_class_name", "?")
     if kind != "LatteTransformer3DModel":
-        raise UserError(f"{path} holds a {kind}; only diffusers' LatteTransformer3DModel folders are supported")
-    fields = latte_t2v_fields(raw, config_file)
-    return _read_diffusers_weights(path), fields
+        raise UserError(f"{path} holds a {kind}, not a LatteTransformer3DModel")
+    fields = latte_t2v_fields(raw, path / "config.json")
+    return read_diffusers_weights(path), fields
 
 
 # config.json entries without a default we could assume: the geometry of the network
@@ -132,7 +141,7 @@ def latte_t2v_fields(raw: dict, where) -> dict:
     )
 
 
-def _read_diffusers_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_diffusers_weights(path: Path) -> dict[str, torch.Tensor]:
     for name in DIFFUSERS_WEIGHTS:
         index = path / f"{name}.index.json"
         if index.is_file():  # sharded: {"weight_map": {key: shard file}}

@@ -1,4 +1,4 @@
-"""Skip-Cache on models that skipdit does not own, through their pipelines:
+"""Caches on models that skipdit does not own, through their pipelines:
 
     pipe = HunyuanDiTPipeline.from_pretrained("HunyuanDiT-v1.2-Diffusers/", local_files_only=True)
     skipdit.cache.enable(pipe, "t2i:N=2")      # or enable(pipe.transformer, spec, timesteps=[...])
@@ -6,8 +6,15 @@
     print(skipdit.cache.stats(pipe).summary())
     skipdit.cache.disable(pipe)                # the original forward, exactly
 
-A model class is supported by a layout function in :data:`LAYOUTS` (a few lines; see
-``docs/adapters.md``), which says where its blocks are and how its long skips pair.
+Two kinds of transformer are supported:
+
+* a diffusers wrapper of a skipdit model (:class:`skipdit.diffusers.SkipDiTTransformer2DModel` in a
+  ``SkipDiTPipeline``), listed in :data:`SEAMS`: any cache spec, through the wrapped model's own ``cache=``
+  seam, so the pipeline caches exactly as :func:`skipdit.generate` does;
+* a foreign model, listed in :data:`LAYOUTS` by a layout function (a few lines; see ``docs/adapters.md``)
+  that says where its blocks are and how its long skips pair: Skip-Cache on one with long skips
+  (``HunyuanDiT2DModel``), the DeepCache-style ``deepcache:N=2,b=1`` on a vanilla one
+  (``DiTTransformer2DModel`` in diffusers' ``DiTPipeline``), through block hooks.
 """
 
 from __future__ import annotations
@@ -18,19 +25,29 @@ from collections.abc import Callable, Sequence
 from ...errors import UserError
 from ..base import CacheStats
 from ..families import parse_cache
-from ..skip_cache import SkipCache
-from .blocks import BlockCache, LongSkipLayout
+from .blocks import BlockCache, LongSkipLayout, SeamCache, StepDriven
 from .hunyuan import hunyuan_layout
+
+
+def vanilla_layout(attr: str) -> Callable[[object], LongSkipLayout]:
+    """The layout of a transformer without long skips whose blocks are in ``model.<attr>``."""
+    return lambda model: LongSkipLayout(num_units=len(getattr(model, attr)), num_pairs=0)
+
 
 # model class name -> (attribute holding the blocks, layout of a model instance)
 LAYOUTS: dict[str, tuple[str, Callable[[object], LongSkipLayout]]] = {
     "HunyuanDiT2DModel": ("blocks", hunyuan_layout),
+    "DiTTransformer2DModel": ("transformer_blocks", vanilla_layout("transformer_blocks")),
+}
+# wrapper class name -> the skipdit model it wraps; its forward takes that model's cache= seam
+SEAMS: dict[str, Callable[[object], object]] = {
+    "SkipDiTTransformer2DModel": lambda transformer: transformer.dit,
 }
 _ATTR = "_skipdit_cache"
 
 
-def enable(target, spec, *, timesteps: Sequence[int] | None = None, calls_per_step: int = 1) -> BlockCache:
-    """Put Skip-Cache on a pipeline (its ``transformer`` and ``scheduler``) or on a bare transformer.
+def enable(target, spec, *, timesteps: Sequence[int] | None = None, calls_per_step: int = 1) -> StepDriven:
+    """Put a cache on a pipeline (its ``transformer`` and ``scheduler``) or on a bare transformer.
 
     With a pipeline, every call plans from the scheduler's timesteps and each scheduler step ends a
     cache step. A bare transformer needs the run's ``timesteps`` (original scale, sampling order) and
@@ -40,18 +57,22 @@ def enable(target, spec, *, timesteps: Sequence[int] | None = None, calls_per_st
     transformer = getattr(target, "transformer", target)
     scheduler = getattr(target, "scheduler", None) if transformer is not target else None
     kind = type(transformer).__name__
-    if kind not in LAYOUTS:
-        raise UserError(f"no Skip-Cache adapter for {kind}; supported: {', '.join(LAYOUTS)} "
-                         "(skipdit's own models take cache=... in skipdit.generate)")
+    if kind not in LAYOUTS and kind not in SEAMS:
+        raise UserError(f"no cache adapter for {kind}; supported: {', '.join([*SEAMS, *LAYOUTS])} "
+                        "(skipdit's own models take cache=... in skipdit.generate)")
     policy = parse_cache(spec)
-    if not isinstance(policy, SkipCache):
-        raise UserError(f"the {kind} adapter runs Skip-Cache (skip / c2i / c2v / t2v / t2i specs), got {spec!r}")
+    if policy is None:
+        raise UserError("enable() needs a cache spec, e.g. skip:N=2 (disable() removes a cache)")
     if scheduler is None and timesteps is None:
         raise UserError("a bare transformer needs timesteps=[...] (or pass the pipeline)")
+    calls = 1 if scheduler is not None else calls_per_step
     disable(target)
-    attr, layout_of = LAYOUTS[kind]
-    cache = BlockCache(getattr(transformer, attr), layout_of(transformer), policy,
-                       calls_per_step=1 if scheduler is not None else calls_per_step)
+    if kind in SEAMS:
+        cache = SeamCache(transformer, SEAMS[kind](transformer), policy, calls_per_step=calls)
+    else:
+        attr, layout_of = LAYOUTS[kind]
+        cache = BlockCache(getattr(transformer, attr), layout_of(transformer), policy, calls_per_step=calls,
+                           kind=kind)
     setattr(transformer, _ATTR, cache)
     if scheduler is not None:
         cache.ends_steps = False  # the scheduler's step() ends each step
@@ -62,7 +83,8 @@ def enable(target, spec, *, timesteps: Sequence[int] | None = None, calls_per_st
 
 
 def disable(target) -> None:
-    """Remove the cache: the blocks' and the scheduler's own methods are back, nothing else changed."""
+    """Remove the cache: the transformer's (or its blocks') and the scheduler's own methods are back,
+    nothing else changed."""
     transformer = getattr(target, "transformer", target)
     cache = getattr(transformer, _ATTR, None)
     if cache is not None:
@@ -78,11 +100,11 @@ def stats(target) -> CacheStats:
     """What the cache did in the current (or last) run."""
     cache = getattr(getattr(target, "transformer", target), _ATTR, None)
     if cache is None:
-        raise UserError("Skip-Cache is not enabled on this model")
+        raise UserError("no skipdit cache is enabled on this model")
     return cache.stats
 
 
-def _hook_scheduler(scheduler, cache: BlockCache) -> None:
+def _hook_scheduler(scheduler, cache: StepDriven) -> None:
     """Wrap the scheduler's methods on the instance. ``functools.wraps`` keeps their signatures visible:
     pipelines inspect ``scheduler.step`` to decide whether to pass ``generator`` and ``eta``."""
     set_timesteps, step = scheduler.set_timesteps, scheduler.step
@@ -104,4 +126,4 @@ def _hook_scheduler(scheduler, cache: BlockCache) -> None:
         setattr(scheduler, name, fn)
 
 
-__all__ = ["LAYOUTS", "BlockCache", "LongSkipLayout", "disable", "enable", "stats"]
+__all__ = ["LAYOUTS", "SEAMS", "BlockCache", "LongSkipLayout", "SeamCache", "disable", "enable", "stats"]
