@@ -72,7 +72,7 @@ def run(args) -> int:
     loaded = load_for_sampling(model_request(args), args.device)
     sampling = sampling_from(args)
     job = sample_to_folder(loaded, seeds, condition_from(args, loaded, len(seeds)), args.out, sampling=sampling,
-                           runtime=runtime_from(args), cache=policy, compare=args.compare_uncached,
+                           runtime=runtime_from(args), cache=args.cache, compare=args.compare_uncached,
                            repeats=args.repeats, formats=formats, fps=args.fps)
     kind = "videos" if job.result.is_video else "samples"
     print(f"{len(seeds)} {kind} in {job.result.seconds:.2f}s ({sampling.sampler}, {sampling.num_steps} steps) "
