@@ -131,7 +131,7 @@ def test_guidance_in_two_passes():
     cached = DiffusersPeer(model, "fbc", threshold=1.0)
     run(cached, batched_guidance=False)
     assert cached.engaged
-    with pytest.raises(ValueError, match="cfg_batched=True"):
+    with pytest.raises(ValueError, match="batched_guidance=True"):
         run(DiffusersPeer(model, "pab"), batched_guidance=False)
 
 

@@ -21,7 +21,7 @@ always when a run may start at a timestep not above the last one (a one-step run
 **Guidance.** Our guidance batches [cond, uncond]. PAB, FBC and MagCache decide over the whole batch,
 so the order does not matter to them. FasterCache assumes one batch [uncond, cond]: the peer swaps
 the halves on the way in and out; without guidance pass ``is_guidance_distilled=True``. Guidance in
-two passes (``cfg_batched=False``) gets one diffusers cache context per pass with FBC and MagCache;
+two passes (``Sampling(batched_guidance=False)``) gets one diffusers cache context per pass with FBC and MagCache;
 PAB and FasterCache keep one state per attention module, so they require batched guidance.
 
 **Engagement.** Some hooks silently do nothing (peers §2.5), so the peer counts, with forward
@@ -257,7 +257,7 @@ class DiffusersPeer(nn.Module):
             self._pass += 1
             if self.method in ("pab", "fastercache"):
                 raise UserError(f"diffusers' {self.method} keeps one state per attention module: it needs guidance "
-                                 "in one batch (generate(..., cfg_batched=True))")
+                                 "in one batch (Sampling(batched_guidance=True))")
         else:
             self._pass = 0
             self._step += 1

@@ -61,7 +61,7 @@ def run(args) -> int:
     settings = options.load_settings(args, len(seeds))
     sampling = settings.sampling
     job = sample_to_folder(settings.loaded, seeds, settings.condition, args.out, sampling=sampling,
-                           runtime=settings.runtime, cache=policy, compare=args.compare_uncached,
+                           runtime=settings.runtime, cache=args.cache, compare=args.compare_uncached,
                            repeats=args.repeats, formats=formats, fps=args.fps)
     kind = "videos" if job.result.is_video else "samples"
     print(f"{len(seeds)} {kind} in {job.result.seconds:.2f}s ({sampling.sampler}, {sampling.num_steps} steps) "
