@@ -244,7 +244,7 @@ class Bench:
     def reference(self, on: str) -> Counted:
         if on not in self.references:
             model = self.models[on]
-            self.generate(model, sampling=self.sampling.replace(respacing="2"))  # warm-up at the full batch
+            self.generate(model, sampling=self.sampling.warm_up())  # warm-up at the full batch
             self.references[on] = counted_run(model, lambda: self.generate(model))
         return self.references[on]
 
