@@ -425,6 +425,7 @@ def test_caches_act_on_every_sampler(sampler, spec, long_skip):
     assert out.stats.steps == steps and out.stats.full_steps == 3 and out.stats.cached_steps == 2
     two_calls = sampler in ("heun", "diffusers:HeunDiscreteScheduler")
     per_step = [2] * (steps - 1) + [1] if two_calls else [1] * steps  # Heun: no correction into σ = 0
+    assert sampling.make_sampler(model).calls_per_step == tuple(per_step)
     full = [k % 2 == 0 for k in range(steps)]
     if spec.startswith("skip"):  # a cached step runs the first and the last unit (b = 1)
         want = sum(n * (units if f else 2) for n, f in zip(per_step, full))
@@ -442,6 +443,19 @@ def test_runtime_decided_caches_run_on_heun(skip_model):
     for spec in ("teacache:threshold=0.5", "adaptive:threshold=0.05"):
         out = generate(skip_model, [0], Condition(labels=[1]), sampling=sampling, cache=spec)
         assert out.stats.steps == 4 and torch.isfinite(out.samples).all()
+
+
+def test_bench_lists_diffusers_hooks_as_not_applicable_on_two_call_samplers():
+    """diffusers' hooks (the bench's hf-* peers) tell steps from guidance passes by the timestep, which Heun's
+    second call repeats: the bench lists them as not run, with the reason."""
+    from types import SimpleNamespace
+
+    from skipdit.bench.harness import Preparer, select_methods
+
+    method = select_methods("hf-fbc", 4)[0]
+    preparer = Preparer(SimpleNamespace(sampling=Sampling(sampler="heun", steps=4)), [1000])
+    with pytest.raises(UserError, match="heun calls the model twice per step"):
+        preparer(method, tiny_model(long_skip=False))
 
 
 def test_generate_with_a_scheduler_object_equals_its_name(skip_model):

@@ -120,12 +120,14 @@ def calls_per_step(scheduler) -> int:
     return 2 if hasattr(type(scheduler), "state_in_first_order") else 1
 
 
-def step_timesteps(scheduler, num_steps: int) -> tuple[tuple[float, ...], int]:
-    """(the timestep of each cache step's first call, the number of model calls) of ``num_steps``."""
+def step_timesteps(scheduler, num_steps: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """(the timestep of each cache step's first call, the model calls of each step) at ``num_steps``."""
     probe = fresh_copy(scheduler)
     probe.set_timesteps(num_steps)
     calls = [float(t) for t in probe.timesteps]
-    return tuple(calls[:: calls_per_step(probe)]), len(calls)
+    per = calls_per_step(probe)
+    starts = range(0, len(calls), per)
+    return tuple(calls[i] for i in starts), tuple(min(per, len(calls) - i) for i in starts)
 
 
 def diffusers_sample(

@@ -206,16 +206,22 @@ class Sampler:
     cache_state=..., progress=...)`` from unit Gaussian ``x_T``.
 
     ``timesteps`` are those of each step's first model call (original scale; fractional for Euler and Heun),
-    ``model_calls`` the calls per guidance branch of a run (Heun: 2n - 1)."""
+    ``calls_per_step`` the model calls (per guidance branch) of each step: 1, or for Heun 2 but 1 on the step
+    into σ = 0."""
 
     name: str
     timesteps: tuple[float, ...]
-    model_calls: int
+    calls_per_step: tuple[int, ...]
     run: Callable[..., torch.Tensor] = field(repr=False, compare=False)
 
     @property
     def num_steps(self) -> int:
         return len(self.timesteps)
+
+    @property
+    def model_calls(self) -> int:
+        """Model calls per guidance branch of a run (Heun: 2n - 1)."""
+        return sum(self.calls_per_step)
 
     def cache_timesteps(self) -> list[int]:
         """The timesteps a cache plans on, one per step: the fractional ones rounded to the nearest integer
@@ -244,17 +250,20 @@ def make_sampler(
         diffusion = GaussianDiffusion.create(respacing or str(n), learn_sigma=learn_sigma)
         run = partial(ddpm_sample, diffusion=diffusion) if name == "ddpm" else \
             partial(ddim_sample, diffusion=diffusion, eta=eta)
-        return Sampler(name, tuple(float(t) for t in diffusion.sampling_timesteps()), diffusion.num_steps, run)
+        return Sampler(name, tuple(float(t) for t in diffusion.sampling_timesteps()), (1,) * diffusion.num_steps,
+                       run)
     if name in SAMPLER_KINDS:
         spacing = spacing or default_spacing(name)
         acp = np.cumprod(1.0 - make_betas("linear"))  # DiT's chain, the one every skipdit model is trained on
         if name in ("dpm++2m", "unipc"):
             on = solver_steps(n, spacing, acp)
-            return Sampler(name, on.timesteps, n, partial(dpmpp_2m_sample if name == "dpm++2m" else unipc_sample,
-                                                          steps=on))
+            return Sampler(name, on.timesteps, (1,) * n,
+                           partial(dpmpp_2m_sample if name == "dpm++2m" else unipc_sample, steps=on))
         on = ode_steps(n, spacing, acp)
-        calls = n if name == "euler" else 2 * n - 1  # Heun corrects every step but the one into σ = 0
-        return Sampler(name, on.timesteps, calls, partial(euler_sample if name == "euler" else heun_sample, steps=on))
+        if name == "euler":
+            return Sampler(name, on.timesteps, (1,) * n, partial(euler_sample, steps=on))
+        # Heun corrects every step but the one into σ = 0
+        return Sampler(name, on.timesteps, (2,) * (n - 1) + (1,), partial(heun_sample, steps=on))
     scheduler = diffusers_scheduler.make_scheduler(sampler, spacing) if isinstance(sampler, str) else sampler
     timesteps, calls = diffusers_scheduler.step_timesteps(scheduler, n)
     return Sampler(name, timesteps, calls, partial(diffusers_scheduler.diffusers_sample, scheduler=scheduler,
