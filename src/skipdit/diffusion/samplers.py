@@ -136,7 +136,7 @@ SAMPLERS = tuple(SAMPLER_KINDS)  # the built-in names
 DIFFUSERS_SAMPLER = diffusers_scheduler.PREFIX + "<Scheduler>"  # how the names list shows the diffusers form
 DIFFUSERS_DEFAULT_STEPS = 20
 SPACING_CHOICES = (*SPACINGS, KARRAS)
-CHAIN_SAMPLERS = ("ddpm", "ddim")  # the samplers of ADM's respaced chain (respacing, eta)
+CHAIN_SAMPLERS = tuple(n for n in SAMPLERS if not SAMPLER_KINDS.get(n).spacings)  # ADM's chain: ddpm, ddim
 
 
 class SamplerChoices:
