@@ -121,7 +121,7 @@ def test_seeded_noise_is_per_sample():
 
 def test_sample_dispatch_rejects_bad_input():
     d = GaussianDiffusion.create("10")
-    with pytest.raises(ValueError, match="unknown sampler"):
+    with pytest.raises(ValueError, match="unknown chain sampler 'euler'; valid: ddpm, ddim"):
         sample("euler", None, torch.zeros(1), d)
     with pytest.raises(ValueError, match="ddim sampler only"):
         sample("ddpm", None, torch.zeros(1), d, eta=0.5)

@@ -158,7 +158,7 @@ def test_guidance_default_is_off_for_unconditional_models():
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(sampler="heun"), "unknown sampler 'heun'"), (dict(steps=0), "steps must be an integer >= 1"),
+    (dict(sampler="lms"), "unknown sampler 'lms'"), (dict(steps=0), "steps must be an integer >= 1"),
     (dict(steps=True), "steps must be an integer"), (dict(eta=float("nan")), "eta must be a finite number"),
     (dict(eta=0.5), "eta applies to the ddim sampler only"), (dict(guidance_scale=0.5), "guidance scale must be"),
     (dict(guidance_mode="half"), "unknown guidance mode"), (dict(respacing="ddim0"), "invalid respacing"),

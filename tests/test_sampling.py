@@ -39,7 +39,7 @@ def test_ddim_sampler_is_deterministic(skip_model):
     (dict(labels=[-1]), "class label -1 out of range"),
     (dict(labels=[1, 2]), "2 labels for 1 seeds"),
     (dict(labels=[1], precision="fp8"), "unknown precision"),
-    (dict(labels=[1], sampler="heun"), "unknown sampler"),
+    (dict(labels=[1], sampler="lms"), "unknown sampler"),
     (dict(labels=[1], cache="c2i:N=2"), "b <= 2"),
 ])
 def test_bad_generate_input(skip_model, kwargs, message):

@@ -68,7 +68,7 @@ def compare_uncached(run: Runner, policy, sampling: Sampling, repeats: int = 3,
     steps of ``sampling``), then ``repeats`` interleaved timed rounds."""
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise UserError(f"repeats must be an integer >= 1, got {repeats!r}")
-    warm = warm_up or sampling.replace(respacing="2")
+    warm = warm_up or sampling.warm_up()
     for cache in (policy, None):
         run(cache, warm)
     timed = interleaved({"cached": lambda: run(policy, sampling), "uncached": lambda: run(None, sampling)},

@@ -87,8 +87,9 @@ def sample_to_folder(
         write_samples(comparison.uncached, out / "uncached", formats, fps)
         report.update(comparison.report())
     record = settings_record(model, sampling, runtime, condition)
+    recorded = {k: record[k] for k in (*SAMPLE_SETTINGS, "spacing") if k in record}  # spacing: solvers only
     report["settings"] = {"model": loaded.request.identity(), "model_preset": loaded.request.source()[1],
-                          "vae": identity(loaded.request.vae), **{k: record[k] for k in SAMPLE_SETTINGS},
+                          "vae": identity(loaded.request.vae), **recorded,
                           "cache": None if policy is None else policy.spec()}
     report["provenance"] = provenance(runtime.device or "cpu")
     path = write_report(out / "run.json", report)

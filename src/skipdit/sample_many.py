@@ -62,12 +62,19 @@ SAMPLE_SETTINGS = ("sampler", "steps", "respacing", "eta", "cfg_scale", "cfg_mod
 
 
 def settings_record(model, sampling: Sampling, runtime: Runtime, condition: Condition) -> dict:
-    """The :data:`SAMPLE_SETTINGS` of a run, resolved on ``model`` (the default steps and guidance filled in)."""
-    return {"sampler": sampling.sampler, "steps": sampling.num_steps, "respacing": sampling.respacing,
-            "eta": sampling.eta, "cfg_scale": sampling.guidance_for(model), "cfg_mode": sampling.guidance_mode,
-            "cfg_batched": sampling.batched_guidance, "precision": runtime.precision, "compile": runtime.compile,
-            "num_frames": sampling.num_frames,
-            "negative_prompt": condition.negative_prompt if model.conditioning == "text" else None}
+    """The :data:`SAMPLE_SETTINGS` of a run, resolved on ``model`` (the default steps and guidance filled in),
+    plus the step list of a solver (``spacing``) and the configuration of a scheduler object: keys that only
+    runs with those samplers have, so a folder of a ddpm or ddim run keeps its fingerprint."""
+    record = {"sampler": sampling.sampler_name, "steps": sampling.num_steps, "respacing": sampling.respacing,
+              "eta": sampling.eta, "cfg_scale": sampling.guidance_for(model), "cfg_mode": sampling.guidance_mode,
+              "cfg_batched": sampling.batched_guidance, "precision": runtime.precision, "compile": runtime.compile,
+              "num_frames": sampling.num_frames,
+              "negative_prompt": condition.negative_prompt if model.conditioning == "text" else None}
+    if sampling.spacing_used is not None:
+        record["spacing"] = sampling.spacing_used
+    if not isinstance(sampling.sampler, str):
+        record["scheduler_config"] = {k: v for k, v in sampling.sampler.config.items() if not k.startswith("_")}
+    return record
 
 
 def sample_path(out: Path, seed: int, label: int | None, video: bool) -> Path:

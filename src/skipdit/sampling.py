@@ -25,14 +25,31 @@ from typing import TypeVar
 import torch
 
 from .cache import CachePolicy, CacheStats, parse_cache
-from .diffusion import SAMPLERS, GaussianDiffusion, SeededNoise, classifier_free_guidance, sample, space_timesteps
+from .diffusion import (
+    SAMPLERS,
+    GaussianDiffusion,
+    Sampler,
+    SeededNoise,
+    classifier_free_guidance,
+    make_sampler,
+    space_timesteps,
+)
 from .diffusion.guidance import CFG_MODES
+from .diffusion.samplers import (
+    CHAIN_SAMPLERS,
+    DIFFUSERS_SAMPLER,
+    check_sampler,
+    default_spacing,
+    default_steps,
+    sampler_name,
+)
 from .distributed import check_device
 from .errors import UserError
 from .io import to_uint8, video_to_uint8
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_STEPS = {"ddpm": 250, "ddim": 50}  # the official samplers of DiT (ADM DDPM-250) and Latte (DDIM-50)
+# the official samplers of DiT (ADM DDPM-250) and Latte (DDIM-50); 20 for the solvers and any diffusers scheduler
+DEFAULT_STEPS = {name: default_steps(name) for name in (*SAMPLERS, DIFFUSERS_SAMPLER)}
 DEFAULT_GUIDANCE = 4.0  # the official DiT sampling scale (reference §C)
 
 T = TypeVar("T")
@@ -57,16 +74,26 @@ def _check_int(value, name: str, *, minimum: int) -> None:
 class Sampling:
     """How to sample: the sampler, its steps, guidance, and the frames of a video.
 
-    ``steps`` respaces the 1000-step chain ADM-style (default: 250 for ddpm, 50 for ddim); ``respacing``
-    overrides it (``"ddim50"``, ``"leading100+1"``). ``guidance_scale`` defaults to 4 for conditional models
-    and is off (1) for unconditional ones; ``guidance_mode="dit_legacy"`` guides 3 channels as the official
-    DiT does; ``batched_guidance=False`` runs cond and uncond as two calls of N instead of one of 2N.
+    ``sampler`` is one of ``ddpm``, ``ddim`` (ADM's chain), ``dpm++2m``, ``unipc`` (DPM-Solver++(2M), UniPC-bh2),
+    ``euler``, ``heun`` (EDM's σ-space samplers), ``diffusers:<Scheduler>`` (any scheduler of diffusers'
+    ``DiTPipeline``, e.g. ``diffusers:DPMSolverMultistepScheduler``), or a diffusers scheduler *object*: a
+    template, configured as the user likes on DiT's chain, of which every run samples with a fresh copy
+    (see :mod:`skipdit.diffusion.diffusers_scheduler`). ``steps`` defaults to :data:`DEFAULT_STEPS` (250 for
+    ddpm, 50 for ddim, 20 for the others).
+
+    The step list: ddpm and ddim respace the 1000-step chain ADM-style, ``respacing`` overriding ``steps``
+    (``"ddim50"``, ``"leading100+1"``); the other samplers take a ``spacing`` named as diffusers names it,
+    ``"linspace"`` (their default, as diffusers'), ``"leading"``, ``"trailing"`` or ``"karras"`` (Karras σ,
+    ρ = 7); for a scheduler object its own config decides. ``guidance_scale`` defaults to 4 for conditional
+    models and is off (1) for unconditional ones; ``guidance_mode="dit_legacy"`` guides 3 channels as the
+    official DiT does; ``batched_guidance=False`` runs cond and uncond as two calls of N instead of one of 2N.
     ``num_frames``: frames of a video model (default: as many as it was trained on).
     """
 
-    sampler: str = "ddpm"
+    sampler: str | object = "ddpm"
     steps: int | None = None
     respacing: str | None = None
+    spacing: str | None = None
     eta: float = 0.0
     guidance_scale: float | None = None
     guidance_mode: str = "all"
@@ -74,14 +101,13 @@ class Sampling:
     num_frames: int | None = None
 
     def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise UserError(f"unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLERS)}")
+        check_sampler(self.sampler, spacing=self.spacing, respacing=self.respacing)  # names the valid ones
         _check_int(self.steps, "steps", minimum=1)
         _check_int(self.num_frames, "num_frames", minimum=1)
         if not isinstance(self.eta, numbers.Real) or not math.isfinite(self.eta) or self.eta < 0:
             raise UserError(f"eta must be a finite number >= 0, got {self.eta}")
         if self.eta and self.sampler != "ddim":
-            raise UserError(f"eta applies to the ddim sampler only, not {self.sampler}")
+            raise UserError(f"eta applies to the ddim sampler only, not {self.sampler_name}")
         scale = self.guidance_scale
         if scale is not None and (not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale < 1):
             raise UserError(f"guidance scale must be a finite number >= 1 (1 disables guidance), got {scale}")
@@ -89,14 +115,26 @@ class Sampling:
             raise UserError(f"unknown guidance mode {self.guidance_mode!r}; valid: {', '.join(CFG_MODES)}")
         if self.respacing is not None:
             space_timesteps(1000, self.respacing)  # a malformed respacing fails here, naming the valid forms
+        if self.sampler_name not in CHAIN_SAMPLERS:
+            self.make_sampler()  # a step count the spacing cannot take fails here, not after the model loads
+
+    @property
+    def sampler_name(self) -> str:
+        """The sampler's name (``diffusers:<Class>`` for a scheduler object), for reports."""
+        return sampler_name(self.sampler)
 
     @property
     def num_steps(self) -> int:
-        return DEFAULT_STEPS[self.sampler] if self.steps is None else self.steps
+        return default_steps(self.sampler) if self.steps is None else self.steps
+
+    @property
+    def spacing_used(self) -> str | None:
+        """The step list of a solver (the default filled in); None for ddpm, ddim and scheduler objects."""
+        return self.spacing or default_spacing(self.sampler)
 
     @property
     def timestep_respacing(self) -> str:
-        """The respacing of the 1000-step chain this samples on."""
+        """The respacing of the 1000-step chain ddpm and ddim sample on."""
         return self.respacing or str(self.num_steps)
 
     def guidance_for(self, model) -> float:
@@ -109,7 +147,25 @@ class Sampling:
         return float(self.guidance_scale)
 
     def diffusion(self, model) -> GaussianDiffusion:
+        """The respaced chain of ddpm and ddim (the other samplers run on the whole chain: :meth:`make_sampler`)."""
+        if self.sampler_name not in CHAIN_SAMPLERS:
+            raise UserError(f"{self.sampler_name} samples on the whole chain, not a respaced one")
         return GaussianDiffusion.create(self.timestep_respacing, learn_sigma=model.learn_sigma)
+
+    def make_sampler(self, model=None) -> Sampler:
+        """The sampler on its step list (``model`` says whether the network learns DDPM's variance; without one,
+        the step list is the same)."""
+        return make_sampler(self.sampler, steps=self.num_steps, spacing=self.spacing, respacing=self.respacing,
+                            eta=self.eta, learn_sigma=True if model is None else model.learn_sigma)
+
+    def cache_timesteps(self, model=None) -> list[int]:
+        """The timesteps a cache plans on: one per step, each step's first model call, rounded to integers
+        (:meth:`skipdit.diffusion.Sampler.cache_timesteps`)."""
+        return self.make_sampler(model).cache_timesteps()
+
+    def warm_up(self) -> Sampling:
+        """Two steps of the same sampler (any respacing dropped): a warm-up run before timed ones."""
+        return self.replace(steps=2, respacing=None)
 
     def replace(self, **changes) -> Sampling:
         return dataclasses.replace(self, **changes)
@@ -229,7 +285,7 @@ def denoise(
     device = check_device(runtime.device) if runtime.device is not None else next(model.parameters()).device
     conditions = _conditions(model, len(seeds), condition, scale)
     shape = model.sample_shape(sampling.num_frames)
-    diffusion = sampling.diffusion(model)
+    sampler = sampling.make_sampler(model)
     batch_size = runtime.batch_size or len(seeds)
     was_training = model.training
     model = model.to(device).eval()
@@ -243,17 +299,18 @@ def denoise(
             cond, uncond = conditions.take(rows, device)
             noise = SeededNoise(chunk)
             x = noise(torch.empty(len(chunk), *shape, device=device))
-            state = start_cache(diffusion.sampling_timesteps()) if start_cache is not None else None
+            # the cache plans on the timesteps the sampler evaluates, one per step (rounded to integers)
+            state = start_cache(sampler.cache_timesteps()) if start_cache is not None else None
             model_fn = _denoiser(model, cond, uncond, state, scale, sampling)
             _sync(device)
             tic = time.perf_counter()
             with torch.inference_mode(), _autocast(device, runtime.precision):
-                out = sample(sampling.sampler, model_fn, x, diffusion, eta=sampling.eta, noise=noise,
-                             callback=callback, cache_state=state, progress=runtime.progress)
+                out = sampler(model_fn, x, noise=noise, callback=callback, cache_state=state,
+                              progress=runtime.progress)
             _sync(device)
             seconds += time.perf_counter() - tic
             latents.append(out.float().cpu())
-            run_stats = state.stats if state is not None else CacheStats.uncached(diffusion.num_steps, model.num_units)
+            run_stats = state.stats if state is not None else CacheStats.uncached(sampler.num_steps, model.num_units)
             stats = run_stats if stats is None else stats + run_stats
     finally:
         model.train(was_training)

@@ -60,7 +60,7 @@ def warn_if_plan_saves_nothing(spec: str | None, model, sampling) -> str | None:
     policy = parse_cache(spec)
     if policy is None:
         return None
-    timesteps = sampling.diffusion(model).sampling_timesteps()
+    timesteps = sampling.cache_timesteps(model)
     return warn_if_saves_nothing(spec, planned_stats(policy, timesteps, model.num_units), policy)
 
 

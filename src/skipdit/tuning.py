@@ -108,7 +108,7 @@ def tune(
         raise UserError("no calibration seeds given")
 
     units = model.num_units
-    timesteps = sampling.diffusion(model).sampling_timesteps()
+    timesteps = sampling.cache_timesteps(model)
     policies = _enumerate(family, units, intervals, branches, starts, stops)
     plans = [(policy, policy.plan(timesteps, units)) for policy in policies]
     ideal = {policy: CacheStats.from_plan(plan, units).ideal_speedup for policy, plan in plans}
@@ -123,7 +123,7 @@ def tune(
 
     runtime = runtime.replace(progress=False)
     run = lambda **kw: generate(model, seeds, condition, runtime=runtime, **kw)  # noqa: E731
-    run(sampling=sampling.replace(respacing="2"))  # warm-up at the full batch, so the timed
+    run(sampling=sampling.warm_up())  # warm-up at the full batch, so the timed
     base = run(sampling=sampling)  # uncached run pays no first-call or allocator costs
     window_fits = min(base.images.shape[-3:-1]) >= SSIM_WINDOW
     evaluated = []

@@ -372,7 +372,7 @@ def calibrate_magcache(model: nn.Module, seeds: Sequence[int], condition=None, *
     from ..sampling import Runtime, Sampling, generate
 
     sampling, runtime = sampling or Sampling(), runtime or Runtime()
-    num_steps = sampling.diffusion(model).num_steps
+    num_steps = sampling.make_sampler(model).model_calls  # forwards per guidance pass (Heun: 2n - 1)
     peer = DiffusersPeer(model, "magcache", calibrate=True, num_inference_steps=num_steps)
     blocks = peer.transformer.transformer_blocks
     head_input: dict[tuple[int, int], torch.Tensor] = {}

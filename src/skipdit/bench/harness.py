@@ -244,7 +244,7 @@ class Bench:
     def reference(self, on: str) -> Counted:
         if on not in self.references:
             model = self.models[on]
-            self.generate(model, sampling=self.sampling.replace(respacing="2"))  # warm-up at the full batch
+            self.generate(model, sampling=self.sampling.warm_up())  # warm-up at the full batch
             self.references[on] = counted_run(model, lambda: self.generate(model))
         return self.references[on]
 
@@ -355,6 +355,11 @@ class Preparer:
         if method.diffusers is not None:
             from .diffusers_peers import DiffusersPeer
 
+            sampler = self.bench.sampling.make_sampler(model)
+            if max(sampler.calls_per_step) > 1:  # the peer tells steps and guidance passes apart by timestep
+                raise UserError(f"diffusers' hooks take each model call at a new timestep for a step, and "
+                                f"{sampler.name} calls the model twice per step, the second time at the next "
+                                "step's timestep")
             name, options = method.diffusers[0], dict(method.diffusers[1])
             if name == "magcache":
                 options.setdefault("mag_ratios", self._fit("magcache", model))

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..diffusion import space_timesteps
+from ..diffusion import make_sampler
+from ..diffusion.samplers import CHAIN_SAMPLERS, default_spacing
 from ..errors import UserError
 from ..registry import Registry
 from .adaptive import AdaptiveSkipCache
@@ -64,23 +65,39 @@ def official_setting(policy: CachePolicy) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class OfflinePlan:
-    """A policy's plan without a model: over ``timesteps`` (sampling order) of a model of ``units`` units."""
+    """A policy's plan without a model: over ``timesteps`` (sampling order) of a model of ``units`` units, those
+    of ``sampler`` on its step list (``respacing`` for ddpm and ddim, ``spacing`` for the others)."""
 
     policy: CachePolicy
     units: int
-    respacing: str
+    respacing: str | None
     timesteps: list[int]
     steps: list[StepPlan]
+    sampler: str = "ddpm"
+    spacing: str | None = None
 
     @property
     def stats(self) -> CacheStats:
         return CacheStats.from_plan(self.steps, self.units)
 
+    @property
+    def step_list(self) -> str:
+        """How the timesteps were made: ``respacing '250'`` or ``dpm++2m, spacing 'linspace'``."""
+        if self.respacing is not None:
+            return f"respacing {self.respacing!r}"
+        return f"{self.sampler}, spacing {self.spacing!r}" if self.spacing else self.sampler
 
-def plan_offline(spec: str | CachePolicy, units: int | None = None, respacing: str | None = None) -> OfflinePlan:
-    """The plan of ``spec`` on a model of ``units`` units over the 1000-step chain respaced by ``respacing``
-    (default: those of the official model and sampler the preset was written for, :func:`official_setting`).
-    Policies that decide while sampling have no plan before a run, and are refused."""
+
+def plan_offline(
+    spec: str | CachePolicy, units: int | None = None, respacing: str | None = None, *, sampler="ddpm",
+    steps: int | None = None, spacing: str | None = None,
+) -> OfflinePlan:
+    """The plan of ``spec`` on a model of ``units`` units over the timesteps ``sampler`` evaluates: for ddpm and
+    ddim the 1000-step chain respaced by ``respacing`` (or ``steps``), for the other samplers (any of
+    :data:`skipdit.diffusion.SAMPLER_CHOICES`) ``steps`` on their ``spacing``, each step's first model call
+    rounded to an integer timestep as :func:`skipdit.generate` plans it. Without ``units`` or a step count:
+    those of the official model and sampler the preset was written for (:func:`official_setting`), or the
+    sampler's default steps. Policies that decide while sampling have no plan before a run, and are refused."""
     policy = parse_cache(spec)
     if policy is None:
         raise UserError("no cache: nothing to plan")
@@ -89,9 +106,13 @@ def plan_offline(spec: str | CachePolicy, units: int | None = None, respacing: s
                         f"no plan before a run; skipdit sample --cache {policy.spec()} reports the steps it cached")
     official_units, official_respacing = official_setting(policy)
     units = official_units if units is None else units  # 0 is an error below, not "the preset's units"
-    respacing = official_respacing if respacing is None else respacing
     if units < 2:
         raise UserError(f"a model has at least 2 units, got {units}")
-    timesteps = space_timesteps(1000, respacing)[::-1]
+    chain = sampler in CHAIN_SAMPLERS
+    if chain and respacing is None:
+        respacing = official_respacing if steps is None else str(steps)
+    on = make_sampler(sampler, steps=None if chain else steps, spacing=spacing, respacing=respacing)
+    timesteps = on.cache_timesteps()
     policy.check_units(units)
-    return OfflinePlan(policy, units, respacing, timesteps, policy.plan(timesteps, units))
+    return OfflinePlan(policy, units, respacing, timesteps, policy.plan(timesteps, units), on.name,
+                       None if chain else spacing or default_spacing(sampler))

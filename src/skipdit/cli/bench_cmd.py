@@ -11,7 +11,7 @@ from ..distributed import check_device
 from ..errors import UserError
 from ..io import parse_int_list
 from ..loading import Loaded, ModelRequest, text_encoder_for
-from ..sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from ..sampling import DEFAULT_GUIDANCE
 from . import options
 from .common import MAX_SEEDS, check_in_file, check_out_dir, guidance_scale, positive_int
 from .help import DEVICE_HELP, MODEL_HELP, NO_PROGRESS_HELP, examples
@@ -48,9 +48,7 @@ def add_parser(sub) -> None:
     p.add_argument("--class-labels", help="labels cycled over the seeds (default: seed mod classes)")
     p.add_argument("--prompt", action="append", help="text models: prompts cycled over the seeds")
     p.add_argument("--text-encoder", help="text models: 'minilm' or a local folder (default: the model's)")
-    p.add_argument("--sampler", choices=tuple(DEFAULT_STEPS), default=BENCH_SAMPLER, help="sampler")
-    p.add_argument("--steps", type=positive_int, help=f"sampling steps (default {DEFAULT_STEPS[BENCH_SAMPLER]} for "
-                   f"{BENCH_SAMPLER}, {DEFAULT_STEPS['ddpm']} for ddpm)")
+    options.add_sampler_arguments(p, default=BENCH_SAMPLER, steps_type=positive_int)
     p.add_argument("--cfg-scale", type=guidance_scale, help=f"classifier-free guidance scale (1 = off; default "
                    f"{DEFAULT_GUIDANCE:g}, off for unconditional models)")
     p.add_argument("--repeats", type=positive_int, default=2,
@@ -101,8 +99,9 @@ def run(args) -> int:
     rows, skipped = run_bench(bench, methods, Preparer(bench, calibration))
 
     scale = sampling.guidance_for(models["model"])
-    context = (f"{len(seeds)} seeds, {args.sampler}-{sampling.num_steps}, cfg {scale}, {args.repeats} timed repeats, "
-               f"device {args.device}, torch {torch.__version__}")
+    spacing = f" {sampling.spacing_used}" if sampling.spacing_used else ""
+    context = (f"{len(seeds)} seeds, {args.sampler}-{sampling.num_steps}{spacing}, cfg {scale}, {args.repeats} timed "
+               f"repeats, device {args.device}, torch {torch.__version__}")
     report = write_report(args.out, rows, skipped, context)
     print(report.text)
     if args.flops:

@@ -23,6 +23,7 @@ EXAMPLES = examples(
     "skipdit cache plan c2i:N=2 --sampler ddpm --steps 250",
     "skipdit cache plan t2v:N2-700-50                      # official DDIM-50 timesteps 980..0",
     "skipdit cache plan skip:N=3,b=1,start=700,stop<50 --respacing ddim50 --units 28",
+    "skipdit cache plan skip:N=2 --sampler dpm++2m --steps 20          # DPM-Solver++ timesteps 999, 949, ..., 50",
 )
 
 TUNE_EXAMPLES = examples(
@@ -50,10 +51,9 @@ def add_parser(sub) -> None:
         "plan", help="print the per-step plan of a cache spec", epilog=EXAMPLES,
     )
     p.add_argument("spec", help="cache spec, e.g. c2i:N=2, t2v:N2-700-50, skip:N=3,b=1,start=700,stop=50")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
-                   help="sampler (timesteps follow --steps / --respacing)")
-    p.add_argument("--steps", type=positive_int, help="respaced steps (default: the preset's official sampler)")
-    p.add_argument("--respacing", help="respacing spec: '250', 'ddim50', 'leading100+1', '10,20,30'")
+    options.add_sampler_arguments(p, default="ddpm", steps_type=positive_int,
+                                  steps_help="steps (ddpm, ddim: default the preset's official sampler)")
+    p.add_argument("--respacing", help="ddpm, ddim: respacing spec: '250', 'ddim50', 'leading100+1', '10,20,30'")
     p.add_argument("--units", type=int, help="units L of the model (default: the preset's official model)")
     p.add_argument("--summary", action="store_true", help="print only the counts")
     p.set_defaults(run=run)
@@ -103,17 +103,17 @@ def _set_default(parser, dest: str, value: str, help: str) -> None:
 
 
 def run(args) -> int:
-    respacing = args.respacing if args.respacing is not None else None if args.steps is None else str(args.steps)
     if args.units is not None and args.units < 2:
         raise UserError(f"--units must be >= 2, got {args.units}")
-    offline = plan_offline(args.spec, args.units, respacing)
+    offline = plan_offline(args.spec, args.units, args.respacing, sampler=args.sampler, steps=args.steps,
+                           spacing=args.spacing)
     if not args.summary:
         print(f"{'step':>4}  {'t':>4}  {'action':<6}  units")
         for k, step in enumerate(offline.steps):
             ranges = " ".join(f"{a}-{b - 1}" for a, b in step.units)
             print(f"{k:>4}  {step.t:>4}  {'full' if step.full else 'cached':<6}  {step.num_units:>3}  [{ranges}]")
     stats, units = offline.stats, offline.units
-    print(f"{offline.policy.spec()}  ({len(offline.timesteps)} steps, respacing {offline.respacing!r}, {units} units)")
+    print(f"{offline.policy.spec()}  ({len(offline.timesteps)} steps, {offline.step_list}, {units} units)")
     print(f"full {stats.full_steps} / cached {stats.cached_steps}; unit evaluations {stats.unit_evals} "
           f"of {stats.steps * units}; ideal speed-up {stats.ideal_speedup:.2f}x")
     warn_if_saves_nothing(args.spec, stats, offline.policy)

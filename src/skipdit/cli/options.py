@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..cache import CACHE_FAMILIES, parse_cache
-from ..diffusion import SAMPLERS
+from ..diffusion import SAMPLER_CHOICES, SPACING_CHOICES
 from ..diffusion.guidance import CFG_MODES
 from ..distributed import check_device
 from ..errors import UserError
@@ -55,10 +55,8 @@ def add_sampling_arguments(p):
                    "the seeds)")
     s.add_argument("--negative-prompt", default="", help="text models: the unconditional prompt")
     s.add_argument("--num-frames", type=int, help="video models: frames (default: the model's)")
-    s.add_argument("--sampler", choices=SAMPLERS, default=Sampling.sampler, help="sampler")
-    steps = ", ".join(f"{n} for {name}" for name, n in DEFAULT_STEPS.items())
-    s.add_argument("--steps", type=int, help=f"sampling steps (default {steps})")
-    s.add_argument("--respacing", help="timestep respacing, e.g. ddim50 (overrides --steps)")
+    add_sampler_arguments(s)
+    s.add_argument("--respacing", help="ddpm, ddim: timestep respacing, e.g. ddim50 (overrides --steps)")
     s.add_argument("--eta", type=float, default=Sampling.eta, help="DDIM eta")
     s.add_argument("--cfg-scale", type=float, help=f"classifier-free guidance scale (1 = off; default "
                    f"{DEFAULT_GUIDANCE:g}, off for unconditional models)")
@@ -68,6 +66,23 @@ def add_sampling_arguments(p):
     s.add_argument("--cache", help=f"cache spec, e.g. c2i:N=2 (families: {', '.join(CACHE_FAMILIES)}; default: "
                    "no cache)")
     return s
+
+
+SAMPLER_HELP = ("ddpm, ddim (ADM's chain); dpm++2m, unipc (multistep solvers); euler, heun (EDM sigma space); "
+                "diffusers:<Scheduler>, any scheduler of diffusers' DiTPipeline, e.g. "
+                "diffusers:UniPCMultistepScheduler")
+SPACING_HELP = ("step list of dpm++2m, unipc, euler, heun and diffusers: samplers, as diffusers names it "
+                "(timestep_spacing; karras: Karras sigmas, rho 7) (default: linspace, or the scheduler's own)")
+
+
+def add_sampler_arguments(group, *, default: str = Sampling.sampler, steps_type=int,
+                          steps_help: str = "sampling steps") -> None:
+    """``--sampler``, ``--steps`` and ``--spacing``, the names from the one registry of samplers."""
+    group.add_argument("--sampler", choices=SAMPLER_CHOICES, default=default, metavar="SAMPLER",
+                       help=f"{SAMPLER_HELP} (default {default})")
+    steps = ", ".join(f"{n} for {name}" for name, n in DEFAULT_STEPS.items())
+    group.add_argument("--steps", type=steps_type, help=f"{steps_help} (default {steps})")
+    group.add_argument("--spacing", choices=SPACING_CHOICES, help=SPACING_HELP)
 
 
 def add_runtime_arguments(p, *, batch_help: str = "samples per batch (default: all)", device_default=DEFAULT_DEVICE,
@@ -123,8 +138,9 @@ def check_task_flags(args, task: str) -> None:
 
 # Sampling field <- the option that sets it; a subcommand without the option (bench has no --respacing) gets
 # the field's default
-_SAMPLING_OPTIONS = {"sampler": "sampler", "steps": "steps", "respacing": "respacing", "eta": "eta",
-                     "guidance_scale": "cfg_scale", "guidance_mode": "cfg_mode", "num_frames": "num_frames"}
+_SAMPLING_OPTIONS = {"sampler": "sampler", "steps": "steps", "respacing": "respacing", "spacing": "spacing",
+                     "eta": "eta", "guidance_scale": "cfg_scale", "guidance_mode": "cfg_mode",
+                     "num_frames": "num_frames"}
 
 
 def sampling_from(args) -> Sampling:

@@ -2,10 +2,25 @@
 
 from .gaussian import GaussianDiffusion
 from .guidance import classifier_free_guidance
-from .samplers import SAMPLERS, SeededNoise, ddim_sample, ddpm_sample, sample
-from .schedule import make_betas, space_timesteps
+from .karras import euler_sample, heun_sample
+from .multistep import dpmpp_2m_sample, unipc_sample
+from .samplers import (
+    SAMPLER_CHOICES,
+    SAMPLERS,
+    SPACING_CHOICES,
+    Sampler,
+    SeededNoise,
+    ddim_sample,
+    ddpm_sample,
+    default_steps,
+    make_sampler,
+    sample,
+)
+from .schedule import SigmaSteps, make_betas, ode_steps, solver_steps, space_timesteps
 
 __all__ = [
-    "SAMPLERS", "GaussianDiffusion", "SeededNoise", "classifier_free_guidance", "ddim_sample", "ddpm_sample",
-    "make_betas", "sample", "space_timesteps",
+    "SAMPLERS", "SAMPLER_CHOICES", "SPACING_CHOICES", "GaussianDiffusion", "Sampler", "SeededNoise", "SigmaSteps",
+    "classifier_free_guidance", "ddim_sample", "ddpm_sample", "default_steps", "dpmpp_2m_sample", "euler_sample",
+    "heun_sample", "make_betas", "make_sampler", "ode_steps", "sample", "solver_steps", "space_timesteps",
+    "unipc_sample",
 ]
