@@ -42,7 +42,7 @@ def test_interleaved_runs_in_rounds_and_keeps_first_results():
 @pytest.fixture
 def recorded(monkeypatch):
     """``generate`` as ``sample`` calls it, recording every call and its outputs; timed calls get the fake
-    seconds above in order, warm-ups (respacing "2") get 0."""
+    seconds above in order, the warm-up (the first call of each kind) gets 0."""
     real = sample_job.generate
     calls: list[dict] = []
     clock = {"cached": iter(CACHED), "uncached": iter(UNCACHED)}
@@ -50,8 +50,9 @@ def recorded(monkeypatch):
     def fake(model, seeds, condition=None, *, sampling, cache=None, **settings):
         out = real(model, seeds, condition, sampling=sampling, cache=cache, **settings)
         kind = "uncached" if cache is None else "cached"
-        warm = sampling.respacing == "2"
-        calls.append({"kind": kind, "warm_up": warm, "seeds": list(seeds), "images": out.images})
+        warm = not any(c["kind"] == kind for c in calls)  # compare_uncached warms each kind up first
+        calls.append({"kind": kind, "warm_up": warm, "steps": sampling.num_steps, "seeds": list(seeds),
+                      "images": out.images})
         return dataclasses.replace(out, seconds=0.0 if warm else next(clock[kind]))
 
     monkeypatch.setattr(sample_job, "generate", fake)
@@ -65,6 +66,7 @@ def test_warm_up_then_interleaved_and_the_speedup_of_medians(recorded, tmp_path,
     order = [("warm-up " if c["warm_up"] else "") + c["kind"] for c in recorded]
     assert order == ["warm-up cached", "warm-up uncached"] + ["cached", "uncached"] * 3
     assert all(c["seeds"] == [0, 1, 2] for c in recorded)  # warm-ups at the full batch too
+    assert [c["steps"] for c in recorded] == [2, 2] + [4] * 6  # warm-ups take two steps
     for kind in ("cached", "uncached"):  # the samples are deterministic: one run of each stands for all
         timed = [c["images"] for c in recorded if c["kind"] == kind and not c["warm_up"]]
         assert all(torch.equal(timed[0], images) for images in timed[1:])

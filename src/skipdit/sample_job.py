@@ -67,7 +67,8 @@ def sample_to_folder(
         raise UserError(f"fps must be an integer >= 1, got {fps!r}")
     model = loaded.model
     seeds = list(seeds)
-    planned = warn_if_plan_saves_nothing(cache, model, sampling) is not None
+    spec = cache if isinstance(cache, str) or policy is None else policy.spec()  # what warnings call it
+    planned = warn_if_plan_saves_nothing(spec, model, sampling) is not None
     out = Path(out)
 
     def run(with_cache, settings: Sampling) -> Generation:
@@ -79,7 +80,7 @@ def sample_to_folder(
     saved = write_samples(result, out, formats, fps)
     warned = planned
     if policy is not None and not planned:
-        warned = warn_if_saves_nothing(cache, result.stats, policy) is not None
+        warned = warn_if_saves_nothing(spec, result.stats, policy) is not None
     report = {"task": loaded.task, "seeds": seeds, "labels": result.labels, "prompts": result.prompts,
               "cache": result.cache, "seconds": result.seconds,
               "stats": {**asdict(result.stats), "ideal_speedup": result.stats.ideal_speedup}}
@@ -91,7 +92,7 @@ def sample_to_folder(
     report["settings"] = {"model": loaded.request.identity(), "model_preset": loaded.request.source()[1],
                           "vae": identity(loaded.request.vae), **recorded,
                           "cache": None if policy is None else policy.spec()}
-    report["provenance"] = provenance(runtime.device or "cpu")
+    report["provenance"] = provenance(runtime.device or next(model.parameters()).device)
     path = write_report(out / "run.json", report)
     return SampleRun(result, comparison, saved, path, warned)
 

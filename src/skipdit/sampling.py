@@ -109,7 +109,8 @@ class Sampling:
         if self.eta and self.sampler != "ddim":
             raise UserError(f"eta applies to the ddim sampler only, not {self.sampler_name}")
         scale = self.guidance_scale
-        if scale is not None and (not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale < 1):
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
+                                  or not math.isfinite(scale) or scale < 1):
             raise UserError(f"guidance scale must be a finite number >= 1 (1 disables guidance), got {scale}")
         if self.guidance_mode not in CFG_MODES:
             raise UserError(f"unknown guidance mode {self.guidance_mode!r}; valid: {', '.join(CFG_MODES)}")
