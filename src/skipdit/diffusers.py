@@ -62,6 +62,7 @@ except ImportError as err:
 from .assets import resolve_weights
 from .convert.checkpoint import LoadReport, load
 from .convert.diffusers import SKIPDIT_CLASS, build_diffusers_dit, diffusers_dit_kwargs, dit_fields
+from .convert.files import check_writable_place
 from .convert.latte import read_model_config
 from .diffusion.guidance import CFG_MODES, classifier_free_guidance
 from .models.dit import DiT, DiTConfig
@@ -353,14 +354,7 @@ def check_output_folder(path) -> Path:
     if path.is_dir() and any(path.iterdir()) and not (path / "model_index.json").is_file():
         raise UserError(f"output folder {path} is not empty and holds no pipeline (model_index.json); "
                         "give a new or empty folder")
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UserError(f"cannot write {path}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {path}: the folder {ancestor} is not writable")
-    return path
+    return check_writable_place(path)
 
 
 def check_vae_folder(path) -> Path:

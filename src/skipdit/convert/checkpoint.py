@@ -39,7 +39,7 @@ from ..io import atomic_write
 from ..models.presets import ARCHS, arch_of, config_from_dict, model_from_config, preset_config
 from ..models.skip import init_long_skips_
 from .diffusers import DIT_CLASSES, SKIPDIT_CLASS, read_diffusers_dit, read_skipdit_folder
-from .files import parse_json_text, read_safetensors, read_safetensors_metadata, read_torch_file
+from .files import check_writable_place, parse_json_text, read_safetensors, read_safetensors_metadata, read_torch_file
 from .latte import (
     heads_for,
     is_diffusers_folder,
@@ -430,14 +430,7 @@ def check_output(path: str | os.PathLike) -> Path:
         raise UserError(f"output must end in .safetensors, got {path.name}")
     if path.is_dir():
         raise UserError(f"output {path} is a folder; give the path of a .safetensors file")
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UserError(f"cannot write {path}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {path}: the folder {ancestor} is not writable")
-    return path
+    return check_writable_place(path)
 
 
 def _check_not_the_source(source: Path, out: Path, src) -> None:

@@ -11,6 +11,7 @@ which the CLI prints as one line.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import struct
@@ -164,3 +165,16 @@ def check_weight_files(folder: str | Path) -> None:
     for path in sorted(Path(folder).glob("*.safetensors")):
         if path.is_file():
             read_safetensors_metadata(path)
+
+
+def check_writable_place(path: Path) -> Path:
+    """``path`` if its nearest existing folder is a folder that can be written (the missing ones are made on
+    writing); a :class:`UserError` naming the obstacle otherwise."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot write {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {path}: the folder {ancestor} is not writable")
+    return path
