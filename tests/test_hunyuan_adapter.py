@@ -69,7 +69,7 @@ def count_computations(model):
 def test_layout_of_hunyuan():
     layout = cache.adapters.LAYOUTS["HunyuanDiT2DModel"][1](tiny_transformer())
     assert layout == LongSkipLayout(num_units=6, num_pairs=2) and list(layout.middle) == [2, 3]
-    with pytest.raises(ValueError, match="b <= 2 .*blocks 2..3 are unpaired"):
+    with pytest.raises(ValueError, match="b <= 2 .*units 2..3 are unpaired"):
         layout.check_branch(3)
     assert list(LongSkipLayout(40, 19).middle) == [19, 20]  # DiT-g/2 (reference §A.5)
 

@@ -1,5 +1,5 @@
-"""DiT and Skip-DiT as native diffusers parts: a model, a pipeline, and the folder ``skipdit convert --to diffusers``
-writes.
+"""DiT and Skip-DiT, Latte-T2V and Latte-T2V-skip as native diffusers parts: models, a class-conditional pipeline,
+and the folders ``skipdit convert --to diffusers`` writes.
 
     from skipdit.diffusers import SkipDiTPipeline
     pipe = SkipDiTPipeline.from_pretrained("DiT-XL-2-skip-diffusers/")       # a local folder; nothing downloads
@@ -22,6 +22,11 @@ skipdit's own (:func:`skipdit.diffusion.classifier_free_guidance`: all noise cha
 any class count works. The learned-variance channels go to the scheduler only if it uses them
 (``variance_type`` ``learned`` / ``learned_range``); otherwise ε alone is passed, as diffusers' DiT and Latte
 pipelines do.
+
+:class:`SkipLatteTransformer3DModel` does the same for Latte-T2V(-skip) (``.latte``, keys under ``latte.``), with
+diffusers' ``LatteTransformer3DModel`` config and call signature, so diffusers' own ``LattePipeline`` runs it (and
+``skipdit.cache.enable`` caches it). Class-to-video Latte(-skip) has no diffusers form: diffusers has no
+class-conditional video pipeline.
 
 This module needs diffusers (the ``diffusers`` extra); importing it without diffusers is a :class:`UserError`.
 """
@@ -50,6 +55,7 @@ try:
         DiffusionPipeline,
         DiTPipeline,
         ImagePipelineOutput,
+        LattePipeline,
         ModelMixin,
         SchedulerMixin,
     )
@@ -63,9 +69,10 @@ from .assets import resolve_weights
 from .convert.checkpoint import LoadReport, load
 from .convert.diffusers import SKIPDIT_CLASS, build_diffusers_dit, diffusers_dit_kwargs, dit_fields
 from .convert.files import check_writable_place
-from .convert.latte import read_model_config
+from .convert.latte import latte_t2v_fields, read_model_config
 from .diffusion.guidance import CFG_MODES, classifier_free_guidance
 from .models.dit import DiT, DiTConfig
+from .models.latte_t2v import LatteT2V, LatteT2VConfig
 from .models.layers import sincos_2d
 from .models.presets import arch_of
 from .vae import VAEDecoder, load_vae
@@ -136,6 +143,90 @@ class SkipDiTTransformer2DModel(ModelMixin, ConfigMixin):
         y = torch.as_tensor(class_labels, device=device)
         out = self.dit(hidden_states, t, y, cache=cache)  # (N, C_out, H, W)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+
+class SkipLatteTransformer3DModel(ModelMixin, ConfigMixin):
+    """Latte-T2V / Latte-T2V-skip (``long_skip``) as a diffusers model that diffusers' own ``LattePipeline``
+    runs: its config is diffusers' ``LatteTransformer3DModel`` config (the fields the pipeline reads, such as
+    ``sample_size`` and ``in_channels``, by their names) plus ``long_skip``, ``skip_init`` and
+    ``caption_dropout_prob``; ``forward`` takes ``LatteTransformer3DModel``'s arguments. It owns skipdit's own
+    :class:`~skipdit.models.LatteT2V` (``.latte``); the state dict is that model's, in diffusers' key names (ours
+    are diffusers' plus ``skip_norms`` / ``skip_linears``), under the prefix ``latte.``."""
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        num_attention_heads: int = LatteT2VConfig.num_heads,
+        attention_head_dim: int = LatteT2VConfig.hidden_size // LatteT2VConfig.num_heads,
+        in_channels: int = LatteT2VConfig.in_channels,
+        out_channels: int | None = None,
+        num_layers: int = LatteT2VConfig.depth,
+        sample_size: int = LatteT2VConfig.input_size,
+        patch_size: int = LatteT2VConfig.patch_size,
+        caption_channels: int = LatteT2VConfig.caption_channels,
+        video_length: int = LatteT2VConfig.num_frames,
+        norm_eps: float = LatteT2VConfig.norm_eps,
+        attention_bias: bool = LatteT2VConfig.attention_bias,
+        norm_type: str = "ada_norm_single",
+        activation_fn: str = "gelu-approximate",
+        norm_elementwise_affine: bool = False,
+        long_skip: bool = LatteT2VConfig.long_skip,
+        skip_init: str = LatteT2VConfig.skip_init,
+        caption_dropout_prob: float = LatteT2VConfig.caption_dropout_prob,
+    ):
+        super().__init__()
+        raw = {k: v for k, v in locals().items() if k not in ("self", "__class__") and k not in _LATTE_OURS}
+        fields = latte_t2v_fields(raw, type(self).__name__)
+        self.latte = LatteT2V(LatteT2VConfig(**fields, long_skip=long_skip, skip_init=skip_init,
+                                             caption_dropout_prob=caption_dropout_prob))
+
+    @classmethod
+    def from_skipdit(cls, model: LatteT2V) -> SkipLatteTransformer3DModel:
+        """A diffusers model holding a copy of ``model``'s weights, on its device and in its dtype, in eval mode."""
+        if not isinstance(model, LatteT2V):
+            raise UserError(f"SkipLatteTransformer3DModel wraps a Latte-T2V / Latte-T2V-skip, not a "
+                            f"{type(model).__name__}")
+        config = model.config
+        if config.mlp_ratio != 4.0:
+            raise UserError("diffusers' Latte layout has MLP ratio 4 only")
+        out = cls(num_attention_heads=config.num_heads, attention_head_dim=config.hidden_size // config.num_heads,
+                  in_channels=config.in_channels, out_channels=config.out_channels, num_layers=config.depth,
+                  sample_size=config.input_size, patch_size=config.patch_size,
+                  caption_channels=config.caption_channels, video_length=config.num_frames, norm_eps=config.norm_eps,
+                  attention_bias=config.attention_bias, long_skip=config.long_skip, skip_init=config.skip_init,
+                  caption_dropout_prob=config.caption_dropout_prob)
+        if out.latte.config != config:  # every field has its diffusers name above
+            raise UserError(f"this Latte-T2V config has no diffusers form: {config}")
+        out.latte.load_state_dict(model.state_dict(), strict=True)
+        parameter = next(model.parameters())
+        out.latte.to(device=parameter.device, dtype=parameter.dtype)
+        return out.eval()
+
+    def forward(self, hidden_states: torch.Tensor, timestep=None, encoder_hidden_states: torch.Tensor | None = None,
+                encoder_attention_mask: torch.Tensor | None = None, enable_temporal_attentions: bool = True,
+                return_dict: bool = True, *, cache=None):
+        """``hidden_states`` (N, C, F, H, W), ``timestep`` (N,) or a scalar on the 0..999 scale,
+        ``encoder_hidden_states`` (N, L, caption_channels), ``encoder_attention_mask`` (N, L) with 1 = keep, or
+        diffusers' bias form (N, 1, L) with 0 = keep. Returns ``.sample`` (N, C_out, F, H, W)."""
+        if encoder_hidden_states is None:
+            raise UserError("Latte-T2V needs encoder_hidden_states (the caption embeddings)")
+        if timestep is None:
+            raise UserError("Latte-T2V needs a timestep")
+        t = torch.as_tensor(timestep, device=hidden_states.device)
+        if t.ndim == 0:
+            t = t.expand(hidden_states.shape[0])
+        mask = encoder_attention_mask
+        if mask is not None:
+            mask = mask[:, 0] == 0 if mask.ndim == 3 else mask.bool()  # (N, L): True = attend
+        out = self.latte(hidden_states, t, encoder_hidden_states, mask, cache=cache,
+                         temporal=enable_temporal_attentions)
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+
+# the wrapper's config entries that are skipdit's, not diffusers' Latte config
+_LATTE_OURS = ("long_skip", "skip_init", "caption_dropout_prob")
 
 
 # -- the pipeline -----------------------------------------------------------------------------------------------
@@ -283,11 +374,12 @@ def _guidance_scale(scale) -> float:
 @dataclass
 class Export:
     """What :func:`export_pipeline` wrote: the folder, the model, how it was read, and the folder's layout:
-    ``"skipdit"`` (a :class:`SkipDiTPipeline` folder) or ``"dit"`` (diffusers' ``DiTPipeline`` folder with a
-    ``DiTTransformer2DModel``, which :class:`SkipDiTPipeline` loads too)."""
+    ``"skipdit"`` (a :class:`SkipDiTPipeline` folder), ``"dit"`` (diffusers' ``DiTPipeline`` folder with a
+    ``DiTTransformer2DModel``, which :class:`SkipDiTPipeline` loads too) or ``"latte"`` (diffusers'
+    ``LattePipeline`` folder with a :class:`SkipLatteTransformer3DModel` and no text encoder)."""
 
     path: Path
-    model: DiT
+    model: DiT | LatteT2V
     report: LoadReport
     layout: str
     components: tuple[str, ...]
@@ -310,12 +402,15 @@ def diffusers_dit_compatible(model: DiT) -> bool:
 def export_pipeline(
     src, out_dir, preset: str | None = None, *, vae=None, skip_init: str | None = None, **overrides,
 ) -> Export:
-    """Write ``src`` (anything :func:`skipdit.load` reads holding a DiT / Skip-DiT) as a diffusers pipeline folder
-    at ``out_dir``: ``model_index.json``, ``transformer/``, ``scheduler/`` (:func:`dit_scheduler`) and, with
-    ``vae`` (a local ``AutoencoderKL`` folder), ``vae/``. A vanilla model that :func:`diffusers_dit_compatible`
-    accepts is written as diffusers' own ``DiTPipeline`` folder; any other as a :class:`SkipDiTPipeline` folder.
-    :class:`SkipDiTPipeline` and :func:`skipdit.load` read both. Paths are checked before any work, and the folder
-    appears whole or not at all (written next to ``out_dir``, then renamed)."""
+    """Write ``src`` (anything :func:`skipdit.load` reads holding a DiT / Skip-DiT or a Latte-T2V(-skip)) as a
+    diffusers pipeline folder at ``out_dir``: ``model_index.json``, ``transformer/``, ``scheduler/``
+    (:func:`dit_scheduler`) and, with ``vae`` (a local ``AutoencoderKL`` folder), ``vae/``. A vanilla DiT that
+    :func:`diffusers_dit_compatible` accepts is written as diffusers' own ``DiTPipeline`` folder, any other DiT as a
+    :class:`SkipDiTPipeline` folder, a Latte-T2V as diffusers' ``LattePipeline`` folder with a
+    :class:`SkipLatteTransformer3DModel` (its text encoder is not part of the model: ``from_pretrained(out_dir,
+    tokenizer=..., text_encoder=...)``, or pass ``prompt_embeds``). :func:`skipdit.load` reads them all. Paths are
+    checked before any work, and the folder appears whole or not at all (written next to ``out_dir``, then
+    renamed)."""
     out = check_output_folder(out_dir)
     source = resolve_weights(src)
     if source.exists() and (source.resolve() == out.resolve() or source.resolve().is_relative_to(out.resolve())
@@ -324,9 +419,9 @@ def export_pipeline(
     vae_dir = None if vae is None else check_vae_folder(vae)
     model, report = load(src, preset, skip_init=skip_init, return_report=True, **overrides)
     arch = arch_of(model.config)
-    if arch != "dit":
-        raise UserError(f"--to diffusers writes DiT / Skip-DiT (class-to-image) pipelines; {src} holds a {arch} "
-                        "model")
+    if arch not in ("dit", "latte_t2v"):
+        raise UserError(f"--to diffusers writes DiT / Skip-DiT (class-to-image) and Latte-T2V(-skip) (text-to-video) "
+                        f"pipelines; {src} holds a {arch} model (diffusers has no class-to-video pipeline)")
     autoencoder = None
     if vae_dir is not None:
         decoder = load_vae(vae_dir)
@@ -334,7 +429,11 @@ def export_pipeline(
             raise UserError(f"the VAE in {vae_dir} has {decoder.latent_channels} latent channels, the model takes "
                             f"{model.in_channels}")
         autoencoder = decoder.vae
-    if diffusers_dit_compatible(model):
+    if arch == "latte_t2v":
+        layout = "latte"  # diffusers' LattePipeline, without its text encoder: pass one, or prompt embeddings
+        pipe = LattePipeline(tokenizer=None, text_encoder=None, vae=autoencoder,
+                             transformer=SkipLatteTransformer3DModel.from_skipdit(model), scheduler=dit_scheduler())
+    elif diffusers_dit_compatible(model):
         layout = "dit"
         pipe = DiTPipeline(transformer=build_diffusers_dit(model), vae=autoencoder, scheduler=dit_scheduler())
     else:
@@ -381,5 +480,5 @@ def _write_folder(pipe, out: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-__all__ = ["Export", "SkipDiTPipeline", "SkipDiTTransformer2DModel", "diffusers_dit_compatible", "dit_scheduler",
-           "export_pipeline"]
+__all__ = ["Export", "SkipDiTPipeline", "SkipDiTTransformer2DModel", "SkipLatteTransformer3DModel",
+           "diffusers_dit_compatible", "dit_scheduler", "export_pipeline"]

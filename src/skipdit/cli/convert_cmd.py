@@ -1,5 +1,5 @@
 """``skipdit convert IN OUT.safetensors``: any supported checkpoint -> our safetensors; with ``--to diffusers``, a
-DiT / Skip-DiT -> a diffusers pipeline folder (:func:`skipdit.diffusers.export_pipeline`).
+DiT / Skip-DiT or Latte-T2V(-skip) -> a diffusers pipeline folder (:func:`skipdit.diffusers.export_pipeline`).
 
 The output path is checked before anything is read (a folder, an unwritable place, the input itself are
 refused), and a text model keeps its text encoder settings, so the converted file samples as the source did."""
@@ -21,6 +21,7 @@ EXAMPLES = examples(
     "skipdit convert digits/Skip-DiT digits-skip-dit.safetensors            # a built-in model, as a file",
     "skipdit convert DiT-XL-2-skip.pt DiT-XL-2-skip-pipe/ --to diffusers --vae sd-vae-ft-ema/   # SkipDiTPipeline",
     "skipdit convert DiT-XL-2-skip-pipe/ DiT-XL-2-skip.safetensors          # and back",
+    "skipdit convert moving-digits/Latte-T2V-skip t2v-pipe/ --to diffusers   # LattePipeline (bring a text encoder)",
 )
 
 
@@ -34,8 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("dst", help="output .safetensors, or with --to diffusers the pipeline folder to write")
     p.add_argument("--to", choices=TARGETS, default="safetensors",
                    help="safetensors: one file with its config; diffusers: a pipeline folder (model_index.json, "
-                   "transformer/, scheduler/, vae/) that skipdit.diffusers.SkipDiTPipeline loads, and for a vanilla "
-                   "1000-class DiT diffusers' own DiTPipeline as well")
+                   "transformer/, scheduler/, vae/): for a DiT, one that skipdit.diffusers.SkipDiTPipeline loads, "
+                   "and for a vanilla 1000-class DiT diffusers' own DiTPipeline as well; for a Latte-T2V, diffusers' "
+                   "LattePipeline")
     p.add_argument("--vae", help="with --to diffusers: a local AutoencoderKL folder to include as vae/")
     p.add_argument("--model", help="the architecture preset to convert into, e.g. DiT-XL/2-skip (the model "
                    "itself is SRC; default: the architecture found in SRC)")
@@ -59,17 +61,25 @@ def run(args) -> int:
     return 0
 
 
+_FOLDER_KINDS = {
+    "dit": "DiTPipeline folder (diffusers' own; SkipDiTPipeline loads it too)",
+    "skipdit": "SkipDiTPipeline folder",
+    "latte": "LattePipeline folder (diffusers' own, around SkipLatteTransformer3DModel; no text encoder)",
+}
+
+
 def _to_diffusers(args, overrides) -> int:
     from ..diffusers import export_pipeline  # diffusers is an optional extra: imported only here
 
     export = export_pipeline(args.src, args.dst, args.model, vae=args.vae, skip_init=args.skip_init, **overrides)
     _print_read(args, export.model, export.report)
-    kind = "DiTPipeline folder (diffusers' own; SkipDiTPipeline loads it too)" if export.layout == "dit" \
-        else "SkipDiTPipeline folder"
-    print(f"wrote {export.path}: {kind} with {', '.join(export.components)}")
+    print(f"wrote {export.path}: {_FOLDER_KINDS[export.layout]} with {', '.join(export.components)}")
     if export.layout == "dit":
         print("note: diffusers' DiTTransformer2DModel embeds timesteps with downscale_freq_shift=1, DiT with 0; "
               "skipdit.convert.diffusers.use_dit_frequencies(pipe.transformer) makes DiTPipeline exact")
+    if export.layout == "latte":
+        print("note: load it with `import skipdit.diffusers` first, and pass the text encoder the model was trained "
+              "with: LattePipeline.from_pretrained(folder, tokenizer=..., text_encoder=...), or prompt_embeds")
     if "vae" not in export.components and export.model.in_channels not in (1, 3):
         print(f"note: no --vae: the pipeline returns {export.model.in_channels}-channel latents "
               "(output_type='latent') unless a vae is passed to from_pretrained")

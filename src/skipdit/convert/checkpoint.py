@@ -38,7 +38,14 @@ from ..errors import UserError
 from ..io import atomic_write
 from ..models.presets import ARCHS, arch_of, config_from_dict, model_from_config, preset_config
 from ..models.skip import init_long_skips_
-from .diffusers import DIT_CLASSES, SKIPDIT_CLASS, read_diffusers_dit, read_skipdit_folder
+from .diffusers import (
+    DIT_CLASSES,
+    SKIPDIT_CLASS,
+    SKIPLATTE_CLASS,
+    read_diffusers_dit,
+    read_skipdit_folder,
+    read_skiplatte_folder,
+)
 from .files import check_writable_place, parse_json_text, read_safetensors, read_safetensors_metadata, read_torch_file
 from .latte import (
     heads_for,
@@ -174,7 +181,7 @@ def unwrap_state_dict(obj, path, prefer: tuple[str, ...] = ("ema", "model", "sta
 
 # format name -> architecture
 FORMATS = {"dit": "dit", "diffusers-dit": "dit", "diffusers-skipdit": "dit", "latte": "latte",
-           "latte-t2v": "latte_t2v", "diffusers-latte": "latte_t2v"}
+           "latte-t2v": "latte_t2v", "diffusers-latte": "latte_t2v", "diffusers-skiplatte": "latte_t2v"}
 
 
 def detect_format(state: dict[str, torch.Tensor]) -> str:
@@ -295,8 +302,9 @@ def read_weights(
 
 def read_diffusers_folder(source: Path) -> tuple[dict[str, torch.Tensor], str, dict]:
     """:func:`read_weights` of a diffusers model folder, or of a pipeline folder with one in ``transformer/``:
-    Latte-T2V (``LatteTransformer3DModel``), vanilla DiT (``DiTTransformer2DModel``, converted to our layout)
-    and DiT / Skip-DiT as :class:`skipdit.diffusers.SkipDiTTransformer2DModel` (our layout under a prefix)."""
+    Latte-T2V (``LatteTransformer3DModel``), vanilla DiT (``DiTTransformer2DModel``, converted to our layout),
+    and DiT / Skip-DiT and Latte-T2V / Latte-T2V-skip as :class:`skipdit.diffusers.SkipDiTTransformer2DModel` and
+    :class:`skipdit.diffusers.SkipLatteTransformer3DModel` (our layout under a prefix)."""
     folder, raw = read_model_config(source)
     kind = raw.get("_class_name", "?")
     if kind == "LatteTransformer3DModel":
@@ -309,7 +317,11 @@ def read_diffusers_folder(source: Path) -> tuple[dict[str, torch.Tensor], str, d
         state, fields = read_skipdit_folder(folder, raw)
         arch, fields = _checked_config("dit", fields, folder / "config.json")
         return state, "diffusers-skipdit", {"arch": arch, **fields}
-    supported = ", ".join(("LatteTransformer3DModel", *DIT_CLASSES[:1], SKIPDIT_CLASS))
+    if kind == SKIPLATTE_CLASS:
+        state, fields = read_skiplatte_folder(folder, raw)
+        arch, fields = _checked_config("latte_t2v", fields, folder / "config.json")
+        return state, "diffusers-skiplatte", {"arch": arch, **fields}
+    supported = ", ".join(("LatteTransformer3DModel", *DIT_CLASSES[:1], SKIPDIT_CLASS, SKIPLATTE_CLASS))
     raise UserError(f"{folder} holds a {kind}; supported diffusers models: {supported}")
 
 

@@ -22,7 +22,7 @@ import torch
 from ..errors import UserError
 from ..models.dit import DiT, DiTConfig
 from ..models.layers import sincos_2d
-from .latte import read_diffusers_weights
+from .latte import latte_t2v_fields, read_diffusers_weights
 
 _BLOCK_RENAMES = {
     "adaLN_modulation.1": "norm1.linear",
@@ -147,6 +147,8 @@ def use_dit_frequencies(transformer) -> None:
 DIT_CLASSES = ("DiTTransformer2DModel", "Transformer2DModel")
 SKIPDIT_CLASS = "SkipDiTTransformer2DModel"  # skipdit.diffusers: our DiT / Skip-DiT as a diffusers model
 SKIPDIT_PREFIX = "dit."  # its state dict is our DiT's, under the attribute that holds the DiT
+SKIPLATTE_CLASS = "SkipLatteTransformer3DModel"  # skipdit.diffusers: our Latte-T2V(-skip) as a diffusers model
+SKIPLATTE_PREFIX = "latte."
 # config.json entries of a diffusers DiT without a default we could assume: the geometry of the network
 _DIT_REQUIRED = ("num_attention_heads", "attention_head_dim", "in_channels", "num_layers", "sample_size",
                  "patch_size")
@@ -191,9 +193,21 @@ def read_skipdit_folder(folder: Path, raw: dict) -> tuple[dict[str, torch.Tensor
     """(state dict, config fields) of a ``SkipDiTTransformer2DModel`` folder: our DiT's own keys under
     :data:`SKIPDIT_PREFIX`, and our DiTConfig fields in ``config.json``."""
     fields = {k: v for k, v in raw.items() if not k.startswith("_")}  # _class_name, _diffusers_version
+    return _unprefixed(folder, SKIPDIT_CLASS, SKIPDIT_PREFIX), fields
+
+
+def read_skiplatte_folder(folder: Path, raw: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, config fields) of a ``SkipLatteTransformer3DModel`` folder: our Latte-T2V's keys under
+    :data:`SKIPLATTE_PREFIX`; ``config.json`` is diffusers' Latte config plus the long-skip fields."""
+    fields = latte_t2v_fields(raw, folder / "config.json")
+    fields.update({k: raw[k] for k in ("long_skip", "skip_init", "caption_dropout_prob") if k in raw})
+    return _unprefixed(folder, SKIPLATTE_CLASS, SKIPLATTE_PREFIX), fields
+
+
+def _unprefixed(folder: Path, kind: str, prefix: str) -> dict[str, torch.Tensor]:
     weights = read_diffusers_weights(folder)
-    foreign = [k for k in weights if not k.startswith(SKIPDIT_PREFIX)]
+    foreign = [k for k in weights if not k.startswith(prefix)]
     if foreign:
-        raise UserError(f"{folder}: {SKIPDIT_CLASS} weights must all start with {SKIPDIT_PREFIX!r}; "
+        raise UserError(f"{folder}: {kind} weights must all start with {prefix!r}; "
                         f"found {', '.join(sorted(foreign)[:4])}")
-    return {k.removeprefix(SKIPDIT_PREFIX): v for k, v in weights.items()}, fields
+    return {k.removeprefix(prefix): v for k, v in weights.items()}

@@ -8,13 +8,14 @@
 
 Two kinds of transformer are supported:
 
-* a diffusers wrapper of a skipdit model (:class:`skipdit.diffusers.SkipDiTTransformer2DModel` in a
-  ``SkipDiTPipeline``), listed in :data:`SEAMS`: any cache spec, through the wrapped model's own ``cache=``
-  seam, so the pipeline caches exactly as :func:`skipdit.generate` does;
-* a foreign model, listed in :data:`LAYOUTS` by a layout function (a few lines; see ``docs/adapters.md``)
-  that says where its blocks are and how its long skips pair: Skip-Cache on one with long skips
-  (``HunyuanDiT2DModel``), the DeepCache-style ``deepcache:N=2,b=1`` on a vanilla one
-  (``DiTTransformer2DModel`` in diffusers' ``DiTPipeline``), through block hooks.
+* a diffusers wrapper of a skipdit model, listed in :data:`SEAMS`
+  (:class:`skipdit.diffusers.SkipDiTTransformer2DModel` in a ``SkipDiTPipeline``,
+  :class:`skipdit.diffusers.SkipLatteTransformer3DModel` in diffusers' own ``LattePipeline``): any cache spec,
+  through the wrapped model's own ``cache=`` seam, so the pipeline caches exactly as :func:`skipdit.generate` does;
+* a foreign model, listed in :data:`LAYOUTS` by where its blocks are and how its long skips pair (a few
+  lines; see ``docs/adapters.md``): Skip-Cache on one with long skips (``HunyuanDiT2DModel``), the
+  DeepCache-style ``deepcache:N=2,b=1`` on a vanilla one (``DiTTransformer2DModel`` in diffusers'
+  ``DiTPipeline``, ``LatteTransformer3DModel`` in ``LattePipeline``), through block hooks.
 """
 
 from __future__ import annotations
@@ -29,19 +30,28 @@ from .blocks import BlockCache, LongSkipLayout, SeamCache, StepDriven
 from .hunyuan import hunyuan_layout
 
 
-def vanilla_layout(attr: str) -> Callable[[object], LongSkipLayout]:
-    """The layout of a transformer without long skips whose blocks are in ``model.<attr>``."""
-    return lambda model: LongSkipLayout(num_units=len(getattr(model, attr)), num_pairs=0)
+def blocks_in(*attrs: str) -> Callable[[object], list[tuple]]:
+    """The units of a model whose unit ``i`` calls block ``i`` of each ``ModuleList`` ``model.<attr>`` in turn."""
+    return lambda model: list(zip(*(getattr(model, attr) for attr in attrs), strict=True))
 
 
-# model class name -> (attribute holding the blocks, layout of a model instance)
-LAYOUTS: dict[str, tuple[str, Callable[[object], LongSkipLayout]]] = {
-    "HunyuanDiT2DModel": ("blocks", hunyuan_layout),
-    "DiTTransformer2DModel": ("transformer_blocks", vanilla_layout("transformer_blocks")),
+def vanilla_layout(units_of: Callable[[object], list[tuple]]) -> Callable[[object], LongSkipLayout]:
+    """The layout of a transformer without long skips whose units ``units_of`` lists."""
+    return lambda model: LongSkipLayout(num_units=len(units_of(model)), num_pairs=0)
+
+
+_DIT_UNITS = blocks_in("transformer_blocks")
+_LATTE_UNITS = blocks_in("transformer_blocks", "temporal_transformer_blocks")  # spatial, then temporal
+# model class name -> (its units, its layout), each a function of a model instance
+LAYOUTS: dict[str, tuple[Callable[[object], list[tuple]], Callable[[object], LongSkipLayout]]] = {
+    "HunyuanDiT2DModel": (blocks_in("blocks"), hunyuan_layout),
+    "DiTTransformer2DModel": (_DIT_UNITS, vanilla_layout(_DIT_UNITS)),
+    "LatteTransformer3DModel": (_LATTE_UNITS, vanilla_layout(_LATTE_UNITS)),
 }
 # wrapper class name -> the skipdit model it wraps; its forward takes that model's cache= seam
 SEAMS: dict[str, Callable[[object], object]] = {
     "SkipDiTTransformer2DModel": lambda transformer: transformer.dit,
+    "SkipLatteTransformer3DModel": lambda transformer: transformer.latte,
 }
 _ATTR = "_skipdit_cache"
 
@@ -70,9 +80,8 @@ def enable(target, spec, *, timesteps: Sequence[int] | None = None, calls_per_st
     if kind in SEAMS:
         cache = SeamCache(transformer, SEAMS[kind](transformer), policy, calls_per_step=calls)
     else:
-        attr, layout_of = LAYOUTS[kind]
-        cache = BlockCache(getattr(transformer, attr), layout_of(transformer), policy, calls_per_step=calls,
-                           kind=kind)
+        units_of, layout_of = LAYOUTS[kind]
+        cache = BlockCache(units_of(transformer), layout_of(transformer), policy, calls_per_step=calls, kind=kind)
     setattr(transformer, _ATTR, cache)
     if scheduler is not None:
         cache.ends_steps = False  # the scheduler's step() ends each step
@@ -126,4 +135,4 @@ def _hook_scheduler(scheduler, cache: StepDriven) -> None:
         setattr(scheduler, name, fn)
 
 
-__all__ = ["LAYOUTS", "SEAMS", "BlockCache", "LongSkipLayout", "SeamCache", "disable", "enable", "stats"]
+__all__ = ["LAYOUTS", "SEAMS", "BlockCache", "LongSkipLayout", "SeamCache", "blocks_in", "disable", "enable", "stats"]

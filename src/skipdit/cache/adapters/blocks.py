@@ -1,19 +1,23 @@
 """Caches for models that skipdit does not own: a declared block layout plus block hooks.
 
-A transformer is described by :class:`LongSkipLayout`: ``L`` blocks in one ``ModuleList``, the first
-``P`` push their outputs, the last ``P`` pop them (LIFO, so block ``j`` meets block ``L-1-j``), and the
-``L - 2P`` blocks between are unpaired (Hunyuan-DiT: 2, U-ViT: 1, Skip-DiT: 0). A vanilla transformer
+A transformer is described by its units and a :class:`LongSkipLayout`. A unit is the blocks its forward calls in
+turn at one depth: one block (DiT, Hunyuan-DiT) or a spatial and a temporal block (Latte). Of the ``L``
+units, the first ``P`` push their outputs, the last ``P`` pop them (LIFO, so unit ``j`` meets unit ``L-1-j``),
+and the ``L - 2P`` units between are unpaired (Hunyuan-DiT: 2, U-ViT: 1, Skip-DiT: 0). A vanilla transformer
 has ``P = 0``. That is all Skip-Cache and its vanilla counterpart need to know (reference §B.1).
 
 :class:`BlockCache` leaves the model's own forward (embeddings, its block loop with the skip stack,
 the head) untouched and replaces each block's ``forward`` on the instance. On a full step every block
-computes and the hidden state entering block ``L-b`` is kept, by reference. On a cached step the blocks
-the step's plan runs compute and the others return their input unchanged, at no cost, so the model's
-loop still pushes and pops a balanced stack; block ``L-b`` gets the kept state instead of its input:
+computes and the hidden state entering unit ``L-b`` is kept, by reference. On a cached step the units
+the step's plan runs compute and the blocks of the others return their input unchanged, at no cost, so the
+model's loop still pushes and pops a balanced stack (and undoes its own reshapes between a unit's blocks);
+unit ``L-b`` gets the kept state instead of its input:
 
-* Skip-Cache (long skips): blocks ``0 .. b-1`` compute, so the deep blocks ``L-b .. L-1`` pop exactly
+* Skip-Cache (long skips): units ``0 .. b-1`` compute, so the deep units ``L-b .. L-1`` pop exactly
   their fresh outputs;
-* DeepCache-style (:class:`~skipdit.cache.DeepCacheDiT`, vanilla): only blocks ``L-b .. L-1`` compute.
+* DeepCache-style (:class:`~skipdit.cache.DeepCacheDiT`, vanilla): only units ``L-b .. L-1`` compute.
+  What the loop adds between skipped units (Latte's temporal table after unit 0) is discarded with the
+  input that unit ``L-b`` replaces.
 
 The parameters and buffers are never touched, so the state dict stays the same, and
 :meth:`BlockCache.detach` restores the original forward exactly.
@@ -43,7 +47,7 @@ CALL_BRANCHES = {1: ("both",), 2: ("cond", "uncond")}
 
 @dataclass(frozen=True)
 class LongSkipLayout:
-    """``num_units`` blocks; blocks ``0 .. num_pairs-1`` push, blocks ``num_units-num_pairs ..`` pop.
+    """``num_units`` units; units ``0 .. num_pairs-1`` push, units ``num_units-num_pairs ..`` pop.
     ``num_pairs=0``: a vanilla transformer."""
 
     num_units: int
@@ -51,16 +55,16 @@ class LongSkipLayout:
 
     def __post_init__(self):
         if self.num_units < 1 or not 0 <= self.num_pairs <= self.num_units // 2:
-            raise UserError(f"{self.num_pairs} long-skip pairs do not fit in {self.num_units} blocks")
+            raise UserError(f"{self.num_pairs} long-skip pairs do not fit in {self.num_units} units")
 
     @property
     def middle(self) -> range:
-        """The unpaired blocks."""
+        """The unpaired units."""
         return range(self.num_pairs, self.num_units - self.num_pairs)
 
     def check_branch(self, branch: int) -> None:
         if branch > self.num_pairs:
-            unpaired = f"; blocks {self.middle.start}..{self.middle.stop - 1} are unpaired" if self.middle else ""
+            unpaired = f"; units {self.middle.start}..{self.middle.stop - 1} are unpaired" if self.middle else ""
             raise UserError(f"Skip-Cache branch b={branch} needs b <= {self.num_pairs} for this model "
                              f"({self.num_pairs} long-skip pairs{unpaired})")
 
@@ -138,20 +142,23 @@ class StepDriven:
 
 
 class BlockCache(StepDriven):
-    """``policy`` (Skip-Cache or the DeepCache-style form, see the module docstring) on ``blocks`` (a
-    ``ModuleList``) laid out as ``layout``; each step makes ``calls_per_step`` calls."""
+    """``policy`` (Skip-Cache or the DeepCache-style form, see the module docstring) on ``units`` (one tuple of
+    blocks per unit, in the order the model calls them) laid out as ``layout``; each step makes
+    ``calls_per_step`` calls."""
 
-    def __init__(self, blocks, layout: LongSkipLayout, policy: SkipCache | DeepCacheDiT, calls_per_step: int = 1,
-                 kind: str = "this model"):
-        if len(blocks) != layout.num_units:
-            raise UserError(f"the layout declares {layout.num_units} blocks, the model has {len(blocks)}")
+    def __init__(self, units: Sequence[tuple], layout: LongSkipLayout, policy: SkipCache | DeepCacheDiT,
+                 calls_per_step: int = 1, kind: str = "this model"):
+        if len(units) != layout.num_units:
+            raise UserError(f"the layout declares {layout.num_units} units, the model has {len(units)}")
         layout.check_policy(policy, kind)
         super().__init__(calls_per_step, layout.num_units)
-        self.blocks, self.layout, self.policy = blocks, layout, policy
+        self.blocks = [block for unit in units for block in unit]
+        self.layout, self.policy = layout, policy
         self._branch: SkipCacheState | None = None  # the state of the call under way
         self._step: StepPlan | None = None  # the plan of the call under way
-        for index, block in enumerate(blocks):
-            block.forward = functools.partial(self._forward, index, block.forward)
+        for index, unit in enumerate(units):
+            for part, block in enumerate(unit):
+                block.forward = functools.partial(self._forward, index, part, block.forward)
 
     def new_state(self, timesteps: list[int]) -> CacheState:
         return CacheState(self.policy, self.policy.plan(timesteps, self.num_units), self.num_units)
@@ -163,19 +170,21 @@ class BlockCache(StepDriven):
                 del block.forward
 
     # -- one block ------------------------------------------------------------------------------------
-    def _forward(self, index: int, original, hidden_states, *args, **kwargs):
-        if index == 0:
+    def _forward(self, index: int, part: int, original, hidden_states, *args, **kwargs):
+        """Block ``part`` of unit ``index``."""
+        first = part == 0
+        if first and index == 0:
             branch = self.begin_call()
             self._branch, self._step = self.state.state_of(branch), self.state.plan[self.state.step]
             self.state.record(self._step)
-        entry = self.num_units - self.policy.branch  # the block the kept deep state enters
+        entry = first and index == self.num_units - self.policy.branch  # where the kept deep state enters
         if self._step.full:
-            if index == entry:
+            if entry:
                 self._branch.deep = hidden_states  # by reference: no copy
             return original(hidden_states, *args, **kwargs)
         if not any(start <= index < stop for start, stop in self._step.units):
             return hidden_states  # skipped: the model's loop still pushes / pops, balanced
-        if index == entry:
+        if entry:
             hidden_states = self._branch.deep  # the deep state of the last full step, before its fusion
         return original(hidden_states, *args, **kwargs)
 
