@@ -13,6 +13,8 @@ import torch
 
 from skipdit import load
 from skipdit.cli import main
+from skipdit.convert.checkpoint import STORAGE_KEY
+from skipdit.convert.files import read_safetensors
 from skipdit.models import PRESETS
 from skipdit.train import export, load_config, train
 from skipdit.train import loop as loop_module
@@ -334,6 +336,23 @@ def test_export_writes_the_ema_weights(tmp_path, capsys):
     assert main(["export", cfg.run_dir, "--step", "7"]) == 2
     assert "no checkpoint for step 7" in capsys.readouterr().err
     assert export(cfg.run_dir).name == "ema-0000002.safetensors"
+
+
+def test_export_in_bf16_halves_the_file_and_loads_as_float32(tmp_path):
+    cfg = tiny_config(tmp_path, steps=2)
+    train(cfg, progress=False)
+    assert main(["export", cfg.run_dir, "--out", str(tmp_path / "full.safetensors")]) == 0
+    assert main(["export", cfg.run_dir, "--storage", "bf16", "--out", str(tmp_path / "half.safetensors")]) == 0
+    full, half = (tmp_path / "full.safetensors").stat().st_size, (tmp_path / "half.safetensors").stat().st_size
+    assert half < 0.55 * full
+    _, metadata = read_safetensors(tmp_path / "half.safetensors")
+    assert metadata[STORAGE_KEY] == "bf16"
+    model = load(tmp_path / "half.safetensors")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    _, ema = final_state(cfg.run_dir, "ema")
+    assert_same_state(model.state_dict(), {k: v.bfloat16().float() for k, v in ema.items()})  # exact, widened
+    with pytest.raises(ValueError, match="unknown storage dtype 'int8'"):
+        export(cfg.run_dir, storage="int8")
 
 
 def test_a_training_checkpoint_loads_with_its_architecture(tmp_path):

@@ -422,14 +422,26 @@ def carried_metadata(path) -> dict[str, str]:
 
 
 # -- writing ------------------------------------------------------------------------------------------
-def save(model, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write weights and config as safetensors, atomically (temporary file, then rename)."""
+# how the floating-point tensors of a safetensors file are stored (``save(..., storage=)``); a model loads in
+# float32 whatever the file holds, so a bf16 file gives the exact bf16 values, widened
+STORAGE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+STORAGE_KEY = "skipdit_storage_dtype"
+
+
+def save(model, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None, *,
+         storage: str = "fp32") -> Path:
+    """Write weights and config as safetensors, atomically (temporary file, then rename). ``storage`` ``"bf16"`` or
+    ``"fp16"`` rounds the floating-point tensors to half size (the file's metadata says so), e.g. to ship a model."""
     from safetensors.torch import save_file
 
+    if storage not in STORAGE_DTYPES:
+        raise UserError(f"unknown storage dtype {storage!r}; valid: {', '.join(STORAGE_DTYPES)}")
     path = check_output(path)
     metadata = {CONFIG_KEY: json.dumps(asdict(model.config)), ARCH_KEY: arch_of(model.config),
-                **(extra_metadata or {})}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+                STORAGE_KEY: storage, **(extra_metadata or {})}
+    dtype = STORAGE_DTYPES[storage]
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+               for k, v in model.state_dict().items()}
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))  # usual permissions
 
 

@@ -307,16 +307,19 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, weights: str =
 
 def export(
     run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, weights: str = "ema",
-    step: int | None = None,
+    step: int | None = None, storage: str = "fp32",
 ) -> Path:
     """Write a run's weights (EMA by default) with their config as safetensors, for ``skipdit.load``.
     The default output is ``RUN_DIR/export/<weights>-<step>.safetensors``. The checkpoint's checksum is
-    verified first; a corrupt newest checkpoint is reported and the one before it exported."""
+    verified first; a corrupt newest checkpoint is reported and the one before it exported. ``storage``:
+    ``"bf16"`` / ``"fp16"`` halves the file (:func:`skipdit.convert.save`)."""
     from ..convert import save
-    from ..convert.checkpoint import TEXT_KEY
+    from ..convert.checkpoint import STORAGE_DTYPES, TEXT_KEY
 
     if out is not None and Path(out).suffix != ".safetensors":  # before minutes of reading a large checkpoint
         raise UserError(f"output must end in .safetensors, got {Path(out).name}")
+    if storage not in STORAGE_DTYPES:
+        raise UserError(f"unknown storage dtype {storage!r}; valid: {', '.join(STORAGE_DTYPES)}")
     model, payload = load_run(run_dir, step, weights)
     step = int(payload["step"])
     out = Path(out) if out is not None else Path(run_dir) / "export" / f"{weights}-{step:07d}.safetensors"
@@ -326,4 +329,4 @@ def export(
     if model.conditioning == "text":  # sampling must encode prompts the same way
         text = {"name": config.get("text_encoder", "minilm"), "max_length": config.get("text_max_length")}
         meta[TEXT_KEY] = json.dumps(text)
-    return save(model, out, extra_metadata=meta)
+    return save(model, out, extra_metadata=meta, storage=storage)
