@@ -101,7 +101,8 @@ def test_console_entry_point_and_help():
     assert result.returncode == 0 and "examples:" in result.stdout and "--compare-uncached" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "skipdit", "cache", "plan", "x:y"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "skipdit: error: malformed cache spec 'x:y': unknown " \
-        "cache 'x'; valid: skip, c2i, c2v, t2v, t2i, adaptive, fora, delta, deepcache, pab, tgate, teacache, fbc"
+        "cache 'x'; valid: skip, c2i, c2v, t2v, t2i, adaptive, taylor, fora, delta, deepcache, pab, tgate, " \
+        "teacache, fbc"
 
 
 # -- video -----------------------------------------------------------------------------------------------

@@ -19,11 +19,13 @@ from .fora import Fora
 from .pab import PyramidAttentionBroadcast
 from .schedule import interval_schedule
 from .skip_cache import SkipCache
+from .taylor import TaylorSkipCache
 from .teacache import TeaCache
 from .tgate import TGate
 
 __all__ = [
     "BRANCHES", "CACHE_FAMILIES", "AdaptiveSkipCache", "Branch", "CachePolicy", "CacheState", "CacheStats",
     "DeepCacheDiT", "DeltaDiT", "FirstBlockCache", "Fora", "PyramidAttentionBroadcast", "SkipCache", "StepPlan",
-    "TGate", "TeaCache", "disable", "enable", "interval_schedule", "official_setting", "parse_cache", "stats",
+    "TGate", "TaylorSkipCache", "TeaCache", "disable", "enable", "interval_schedule", "official_setting",
+    "parse_cache", "stats",
 ]

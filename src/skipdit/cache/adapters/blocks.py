@@ -72,6 +72,9 @@ class LongSkipLayout:
         """Raise unless block hooks can run ``policy`` on this layout: Skip-Cache on a model with long skips,
         the DeepCache-style form on a vanilla one."""
         if isinstance(policy, SkipCache):
+            if type(policy) is not SkipCache:  # a forecasting form: its arithmetic needs the model's own seam
+                raise UserError(f"the {kind} adapter reuses the deep state (skip / c2i / c2v / t2v / t2i specs); "
+                                f"{policy.family} runs on skipdit's own models and their diffusers wrappers")
             if not self.num_pairs:
                 raise UserError(f"{kind} has no long skips: Skip-Cache needs them; use deepcache:N=2,b=1 "
                                 "(the shallow-recompute form for vanilla transformers)")
