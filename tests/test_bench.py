@@ -95,12 +95,18 @@ def test_step_similarity_and_headline():
     assert step_similarity(a, a[:1]) == []
     from skipdit.bench.harness import Row
 
-    rows = [Row("Skip-Cache (N=2)", "Skip-Cache", "N=2", "s", measured=1.5, psnr=40.0),
-            Row("FORA (N=2)", "FORA", "N=2", "d", measured=1.45, psnr=35.0),
-            Row("PAB (x)", "PAB", "x", "d", measured=1.2, psnr=45.0)]
+    rows = [Row("Skip-Cache (N=2)", "Skip-Cache", "N=2", "s", measured=1.5, ideal=1.6, psnr=40.0),
+            Row("Forecasting Skip-Cache (N=3)", "Forecasting Skip-Cache", "N=3", "s", measured=2.1, ideal=2.0,
+                psnr=38.0),
+            Row("FORA (N=2)", "FORA", "N=2", "d", measured=1.45, ideal=2.6, psnr=35.0),
+            Row("PAB (x)", "PAB", "x", "d", measured=1.2, ideal=1.2, psnr=45.0)]
     text = headline(rows)
-    assert "FORA (N=2)" in text and "+5.0 dB" in text and "PAB" not in text
-    assert markdown_table(rows).count("\n") == 4
+    assert "Skip-Cache (N=2) at 1.50×: 40.0 dB vs the best peer at ≥ 1.40×, FORA (N=2)" in text
+    assert "a gap of +5.0 dB" in text and "Forecasting Skip-Cache (N=3) at 2.10×: 38.0 dB; no peer reaches" in text
+    assert "- 1.5×: ours Skip-Cache (N=2) 1.50×, 40.0 dB; peers none reaches it; gap —" in text
+    assert "- 2×: ours Forecasting Skip-Cache (N=3) 2.00×, 38.0 dB; peers FORA (N=2) 2.60×, 35.0 dB; gap +3.0 dB" \
+        in text  # by MACs FORA is the fastest
+    assert markdown_table(rows).count("\n") == 5
 
 
 def test_bench_command_writes_table_json_and_both_figures(tmp_path, capsys):

@@ -75,6 +75,8 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "skip": ("Skip-Cache", "model", ("skip:N=2", "skip:N=3", "skip:N=4", "skip:N=5")),
     "adaptive": ("Adaptive Skip-Cache", "model",
                  ("adaptive:threshold=0.02,max=4", "adaptive:threshold=0.05,max=6", "adaptive:threshold=0.1,max=8")),
+    "taylor": ("Forecasting Skip-Cache", "model", ("taylor:N=2,order=1", "taylor:N=3,order=1", "taylor:N=4,order=1",
+                                                   "taylor:N=4,order=2", "taylor:N=5,order=1")),
     "fora": ("FORA", "baseline", ("fora:N=2", "fora:N=3", "fora:N=4")),
     "delta": ("Δ-DiT", "baseline", ("delta:N=2", "delta:N=3")),
     "deepcache": ("DeepCache-style", "baseline", ("deepcache:N=2,b=1", "deepcache:N=3,b=1", "deepcache:N=2,b=2")),

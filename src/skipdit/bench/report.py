@@ -32,13 +32,18 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def headline(rows: Sequence[Row], skip_family: str = "Skip-Cache", tolerance: float = 0.1) -> str | None:
-    """The fidelity gap at equal speed-up: each Skip-Cache setting against the best peer row whose
-    measured speed-up is at least the Skip-Cache row's minus ``tolerance``."""
-    ours = [r for r in rows if r.family == skip_family and r.psnr is not None]
-    peers = [r for r in rows if r.family not in (skip_family, "none", "Adaptive Skip-Cache") and r.psnr is not None]
+# skipdit's own caches of a long-skip model; every other family is a peer
+OURS = ("Skip-Cache", "Adaptive Skip-Cache", "Forecasting Skip-Cache")
+FRONTIER_SPEEDUPS = (1.5, 2.0, 2.5)
+
+
+def headline(rows: Sequence[Row], tolerance: float = 0.1) -> str | None:
+    """The fidelity gap at equal speed-up: each row of our caches (:data:`OURS`) against the best peer row whose
+    measured speed-up is at least ours minus ``tolerance``; then :func:`frontier_gaps`."""
+    ours = [r for r in rows if r.family in OURS and r.psnr is not None and r.measured is not None]
+    peers = _peers(rows)
     lines = []
-    for r in sorted(ours, key=lambda r: r.measured):
+    for r in sorted(ours, key=lambda r: (r.family, r.measured)):
         rivals = [p for p in peers if p.measured >= r.measured - tolerance]
         if not rivals:
             lines.append(f"{r.method} at {r.measured:.2f}×: {r.psnr:.1f} dB; no peer reaches this speed-up")
@@ -47,7 +52,34 @@ def headline(rows: Sequence[Row], skip_family: str = "Skip-Cache", tolerance: fl
         lines.append(f"{r.method} at {r.measured:.2f}×: {r.psnr:.1f} dB vs the best peer at ≥ "
                      f"{r.measured - tolerance:.2f}×, {best.method} on {best.model} ({best.measured:.2f}×): "
                      f"{best.psnr:.1f} dB, a gap of {r.psnr - best.psnr:+.1f} dB")
+    for x in ("measured", "ideal"):
+        gaps = frontier_gaps(rows, x)
+        if gaps:
+            lines.append(f"\nAt equal {'measured' if x == 'measured' else 'ideal (MACs)'} speed-up, the best of ours "
+                         "against the best peer (each the highest PSNR among the rows at least that fast):")
+            lines += [f"- {g}" for g in gaps]
     return "\n".join(lines) or None
+
+
+def frontier_gaps(rows: Sequence[Row], x: str = "measured",
+                  speedups: Sequence[float] = FRONTIER_SPEEDUPS) -> list[str]:
+    """At each speed-up ``s``: the highest-PSNR row of ours and of the peers among those with speed-up ``x``
+    (``measured`` or ``ideal``) of at least ``s``, and the gap between them."""
+    lines = []
+    for speedup in speedups:
+        best = [max((r for r in group if getattr(r, x) is not None and getattr(r, x) >= speedup),
+                    key=lambda r: r.psnr, default=None)
+                for group in ([r for r in rows if r.family in OURS and r.psnr is not None], _peers(rows))]
+        if best[0] is None and best[1] is None:
+            continue
+        shown = [f"{r.method} {getattr(r, x):.2f}×, {r.psnr:.1f} dB" if r else "none reaches it" for r in best]
+        gap = f"{best[0].psnr - best[1].psnr:+.1f} dB" if None not in best else "—"
+        lines.append(f"{speedup:g}×: ours {shown[0]}; peers {shown[1]}; gap {gap}")
+    return lines
+
+
+def _peers(rows: Sequence[Row]) -> list[Row]:
+    return [r for r in rows if r.family not in (*OURS, "none") and r.psnr is not None and r.measured is not None]
 
 
 def pareto_plot(rows: Sequence[Row], path: str | Path, x: str = "measured") -> None:
@@ -60,7 +92,7 @@ def pareto_plot(rows: Sequence[Row], path: str | Path, x: str = "measured") -> N
             families.setdefault(r.family, []).append(r)
     for family, members in families.items():
         members.sort(key=lambda r: getattr(r, x))
-        style = dict(linewidth=2.5, markersize=8, zorder=3) if family == "Skip-Cache" else dict(alpha=0.85)
+        style = dict(linewidth=2.5, markersize=8, zorder=3) if family in OURS else dict(alpha=0.85)
         ax.plot([getattr(r, x) for r in members], [r.psnr for r in members], "o-", label=family, **style)
     ax.set_xlabel(f"{'measured' if x == 'measured' else 'ideal (MACs)'} speed-up over uncached (×)")
     ax.set_ylabel("PSNR vs uncached (dB)")
