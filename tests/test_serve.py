@@ -98,6 +98,7 @@ def test_one_request_cached_and_uncached(models, tmp_path):
     report = json.loads(run.downloads[1].read_text())
     assert report["serve"]["request"]["condition"] == "3" and report["labels"] == [3, 3]
     assert report["serve"]["measured_speedup"] == stats["measured_speedup"] and report["speedup"] > 0
+    assert run.downloads[0] == tmp_path / "out" / "outputs.zip"
     names = set(zipfile.ZipFile(run.downloads[0]).namelist())
     assert {"grid.png", "uncached/grid.png", "run.json", "000000-3.png", "uncached/000001-3.png"} <= names
     assert serve.summary(stats).startswith(f"**Measured speed-up {stats['measured_speedup']:.2f}x** (ideal 1.60x")
@@ -137,14 +138,14 @@ def test_bad_input_is_one_line_before_sampling(models, tmp_path, monkeypatch, ch
     with pytest.raises(UserError) as err:
         run_request(models, Request(**{**fields, **changes}), tmp_path / "out")
     assert re.search(message, str(err.value), re.I) and "\n" not in str(err.value)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out" / "outputs").exists()
 
 
 def test_out_of_range_label_stops_before_any_file(models, tmp_path):
     """A label's range is the model's, checked by generate before the first step."""
     with pytest.raises(UserError, match="class label 12 out of range: this model has classes 0..9"):
         run_request(models, Request("digits/Skip-DiT", "1,12", "skip:N=2", "0-1", "ddim", 10), tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out" / "outputs").exists()
 
 
 def test_the_cap_on_seeds_steps_and_frames(models, tmp_path, monkeypatch):

@@ -107,8 +107,8 @@ class Run:
 
 
 def plan(loaded: Loaded, cache, sampling: Sampling):
-    """The :class:`~skipdit.cache.families.OfflinePlan` of ``cache`` on the model over the timesteps ``sampling``
-    evaluates; ``None`` without a cache or for a policy that decides while sampling."""
+    """The :class:`~skipdit.cache.families.OfflinePlan` of ``cache`` (a spec or a policy) on the model over the
+    timesteps ``sampling`` evaluates; ``None`` without a cache or for a policy that decides while sampling."""
     policy = parse_cache(cache)
     if policy is None or policy.decides_at_run_time:
         return None
@@ -135,7 +135,7 @@ def plan_strip(models: Models, model: str, cache: str, sampler: str, steps) -> s
     if offline is None:
         return (f"<p>{html.escape(policy.spec())} decides each step while sampling, from what the model computes: "
                 "the steps it cached are counted after the run.</p>")
-    side = max(4, min(18, 720 // len(offline.steps)))
+    side = max(2, min(18, 480 // len(offline.steps)))  # one row in the page's column up to 120 steps
     cells = []
     for k, step in enumerate(offline.steps):
         units = ", ".join(f"{a}-{b - 1}" if b - a > 1 else str(a) for a, b in step.units)
@@ -155,9 +155,9 @@ def plan_strip(models: Models, model: str, cache: str, sampler: str, steps) -> s
 
 
 def run_request(models: Models, request: Request, out, progress: Progress | None = None) -> Run:
-    """Sample ``request`` with its cache and without (timed interleaved, after a warm-up) into the folder ``out``:
-    the grids, every sample, ``run.json`` and ``outputs.zip`` of them all. ``progress(fraction, text)`` follows
-    the steps."""
+    """Sample ``request`` with its cache and without (timed interleaved, after a warm-up): the grids, every sample
+    and ``run.json`` in ``out/outputs/`` (the uncached ones in ``uncached/``), and ``out/outputs.zip`` of them
+    all. ``progress(fraction, text)`` follows the steps."""
     sampling = request.sampling()
     policy = parse_cache(request.cache)  # a malformed spec fails before the model loads
     seeds = parse_int_list(request.seeds, "seeds", limit=MAX_WORK)
@@ -171,7 +171,7 @@ def run_request(models: Models, request: Request, out, progress: Progress | None
                         f"250 steps of an image model), so that one request cannot hold the server for long: "
                         "use fewer seeds or steps, or skipdit sample")
     condition = loaded.condition(len(seeds), **_condition(loaded, request.condition))
-    out = Path(out)
+    out = Path(out) / "outputs"
     job = sample_to_folder(loaded, seeds, condition, out, sampling=sampling, runtime=Runtime(device=models.device),
                            cache=policy, compare=policy is not None, repeats=REPEATS, formats=("gif",), fps=FPS,
                            callback=_step_counter(progress, policy, sampling, len(seeds)))
@@ -180,7 +180,7 @@ def run_request(models: Models, request: Request, out, progress: Progress | None
     report = json.loads(job.report.read_text())
     report["serve"] = {"request": vars(request), **stats}
     write_report(job.report, report)
-    archive = Path(shutil.make_archive(str(out.parent / f"{out.name}-outputs"), "zip", out))
+    archive = Path(shutil.make_archive(str(out), "zip", out))
     if job.comparison is None:
         return Run(None, out / grid, stats, [archive, job.report])
     return Run(out / grid, out / "uncached" / grid, stats, [archive, job.report])
