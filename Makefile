@@ -27,7 +27,7 @@ TORCH ?= torch==$(TORCH_VERSION)
 endif
 BIN := $(VENV)/bin
 
-.PHONY: install demo demo-video test test-slow bench compare lint assets curves clean
+.PHONY: install demo demo-video serve test test-slow bench compare lint assets curves clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ demo: install
 demo-video: install
 	$(BIN)/skipdit sample --task t2v --prompt "the digit 7 moves up" --seeds 0-7 --cache t2v:N=2 \
 		--compare-uncached --out demo-video --no-progress
+
+# The web demo (README "Web demo") on http://127.0.0.1:7860, until Ctrl-C.
+serve: install
+	$(BIN)/skipdit serve
 
 test: install
 	$(BIN)/python -m pytest

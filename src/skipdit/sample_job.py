@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,10 +55,11 @@ def check_formats(formats: Sequence[str]) -> list[str]:
 def sample_to_folder(
     loaded: Loaded, seeds: Sequence[int], condition: Condition, out, *, sampling: Sampling = Sampling(),
     runtime: Runtime = Runtime(), cache=None, compare: bool = False, repeats: int = 3,
-    formats: Sequence[str] = ("mp4", "gif"), fps: int = 8,
+    formats: Sequence[str] = ("mp4", "gif"), fps: int = 8, callback: Callable | None = None,
 ) -> SampleRun:
     """Sample ``seeds`` with ``loaded`` into the folder ``out``; with ``compare``, also uncached (``repeats``
-    interleaved timed rounds after a warm-up, see :mod:`skipdit.compare`)."""
+    interleaved timed rounds after a warm-up, see :mod:`skipdit.compare`). ``callback(step, x, x0)`` sees every
+    step of every run, the warm-ups included (:func:`skipdit.generate`)."""
     policy = parse_cache(cache)
     if compare and policy is None:
         raise UserError("comparing with the uncached run needs a cache")
@@ -73,7 +74,8 @@ def sample_to_folder(
 
     def run(with_cache, settings: Sampling) -> Generation:
         quiet = runtime if settings is sampling else runtime.replace(progress=False)
-        return generate(model, seeds, condition, sampling=settings, runtime=quiet, cache=with_cache, vae=loaded.vae)
+        return generate(model, seeds, condition, sampling=settings, runtime=quiet, cache=with_cache, vae=loaded.vae,
+                        callback=callback)
 
     comparison = compare_uncached(run, policy, sampling, repeats) if compare else None
     result = comparison.cached if comparison else run(policy, sampling)

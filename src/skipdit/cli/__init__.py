@@ -26,12 +26,13 @@ from . import (
     latents_cmd,
     sample_cmd,
     sample_many_cmd,
+    serve_cmd,
     train_cmd,
 )
 from .help import HelpFormatter
 
 COMMANDS = (sample_cmd, sample_many_cmd, train_cmd, export_cmd, convert_cmd, latents_cmd, cache_cmd, bench_cmd,
-            analyze_cmd, eval_cmd)
+            analyze_cmd, eval_cmd, serve_cmd)
 # What the operating system says about a path the user gave (unwritable, a file where a folder should be, disk
 # full) is the user's to fix, not a bug of skipdit: one line too.
 _PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOENT,
