@@ -19,7 +19,7 @@ from skipdit.errors import UserError
 from skipdit.sampling import Sampling
 from skipdit.serve import MAX_WORK, Models, Request, plan_strip, run_request
 
-STEP = re.compile(r'class="skipdit-step (full|cached)" title="step (\d+), t=(\d+): \w+, units ([^"]*)"')
+STEP = re.compile(r'class="skipdit-step (full|cached|reuse)" title="step (\d+), t=(\d+): \w+, units ([^"]*)"')
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,10 @@ def test_plan_strip_of_other_specs(models):
     assert "No cache: all 10 steps" in plan_strip(models, "digits/Skip-DiT", "", "ddim", 10)
     assert "decides each step while sampling" in plan_strip(models, "digits/DiT", "teacache:threshold=0.1", "ddim", 10)
     assert "saves nothing" in plan_strip(models, "digits/Skip-DiT", "skip:N=1", "ddim", 4)
+    levels = plan_strip(models, "digits/Skip-DiT", "taylor:order=1,mask=FCRF", "ddim", 4)
+    assert [(kind, units) for kind, _, _, units in cells(levels)] == [("full", "0-7"), ("cached", "0, 7"),
+                                                                     ("reuse", "none"), ("full", "0-7")]
+    assert "reuse step" in levels and "reuse step" not in plan_strip(models, "digits/Skip-DiT", "skip:N=2", "ddim", 4)
 
 
 @pytest.mark.parametrize("model, cache, sampler, steps, message", [

@@ -117,12 +117,18 @@ def plan(loaded: Loaded, cache, sampling: Sampling):
                         spacing=sampling.spacing)
 
 
-_FULL, _CACHED = "#1f6feb", "#7ee2a8"
+# the colour of each kind of step: every unit, some units, none (a whole-step reuse, e.g. taylor's mask letter R)
+COLOURS = {"full": "#1f6feb", "cached": "#7ee2a8", "reuse": "#f2cc60"}
+
+
+def step_kind(step) -> str:
+    return "full" if step.full else "cached" if step.units else "reuse"
 
 
 def plan_strip(models: Models, model: str, cache: str, sampler: str, steps) -> str:
-    """The plan of ``cache`` as HTML: one cell per step (``class="skipdit-step full"`` or ``"... cached"``, its
-    title the timestep and the units run), then the counts; a bad input gives its one line instead."""
+    """The plan of ``cache`` as HTML: one cell per step (``class="skipdit-step full"``, ``"... cached"`` or
+    ``"... reuse"`` for a step that runs no unit, its title the timestep and the units run), then the counts; a bad
+    input gives its one line instead."""
     try:
         loaded = models.get(model)
         sampling = Request(model, "", cache, "0", sampler, steps).sampling()
@@ -138,17 +144,18 @@ def plan_strip(models: Models, model: str, cache: str, sampler: str, steps) -> s
     side = max(2, min(18, 480 // len(offline.steps)))  # one row in the page's column up to 120 steps
     cells = []
     for k, step in enumerate(offline.steps):
-        units = ", ".join(f"{a}-{b - 1}" if b - a > 1 else str(a) for a, b in step.units)
-        what = "full" if step.full else "cached"
+        units = ", ".join(f"{a}-{b - 1}" if b - a > 1 else str(a) for a, b in step.units) or "none"
+        what = step_kind(step)
         reuse = f", reusing {', '.join(step.reuse)}" if step.reuse else ""
         cells.append(f'<span class="skipdit-step {what}" title="step {k}, t={step.t}: {what}, units {units}{reuse}" '
                      f'style="display:inline-block;width:{side}px;height:18px;margin:0 1px 1px 0;'
-                     f'background:{_FULL if step.full else _CACHED}"></span>')
+                     f'background:{COLOURS[what]}"></span>')
     stats = offline.stats
     reason = no_saving_reason(stats, offline.policy)
     warning = f'<p class="skipdit-error">saves nothing on this model: {html.escape(reason)}</p>' if reason else ""
-    legend = (f'<span style="color:{_FULL}">&#9632;</span> full step &nbsp; <span style="color:{_CACHED}">'
-              f"&#9632;</span> cached step (hover a cell: its timestep and units)")
+    shown = {step_kind(step) for step in offline.steps} | {"full", "cached"}
+    legend = " &nbsp; ".join(f'<span style="color:{COLOURS[kind]}">&#9632;</span> {kind} step'
+                             for kind in COLOURS if kind in shown) + " (hover a cell: its timestep and units)"
     return (f'<div class="skipdit-plan"><div style="line-height:0">{"".join(cells)}</div>'
             f"<p>{html.escape(offline.policy.spec())} on {offline.units} units, {sampling.sampler_name} "
             f"{len(offline.steps)} steps: {html.escape(stats.summary())}</p><p>{legend}</p>{warning}</div>")
