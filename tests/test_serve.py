@@ -181,7 +181,9 @@ def test_serve_without_gradio_is_one_line(capsys, monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["--port", "70000"], "--port must be at most 65535, got 70000"),
     (["--port", "0"], "must be a positive integer"),
-    (["--vae", "vae/"], "--model, --vae and --text-encoder describe a --ckpt"),
+    (["--vae", "vae/"], "--model, --vae and --text-encoder describe a --ckpt or --model-dir"),
+    (["--ckpt", "a.safetensors", "--model-dir", "pipe/"], "give --ckpt or --model-dir, not both"),
+    (["--model-dir", "nowhere/"], "no diffusers model at nowhere"),
     (["--ckpt", "missing.safetensors"], "missing.safetensors"),
     (["--device", "tpu"], "tpu"),
 ])
@@ -190,6 +192,26 @@ def test_serve_bad_arguments(capsys, argv, message):
     assert main(["serve", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("skipdit: error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_pipeline_folder_is_offered_with_its_vae(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    import argparse
+
+    from skipdit.cli.serve_cmd import pipeline_request
+
+    assert main(["convert", "digits/Skip-DiT", str(tmp_path / "pipe"), "--to", "diffusers"]) == 0
+    args = argparse.Namespace(model_dir=str(tmp_path / "pipe"), vae=None, model=None, text_encoder=None)
+    request = pipeline_request(args)
+    assert request.ckpt == str(tmp_path / "pipe") and request.vae is None  # no vae/ in this folder
+    models = Models({"pipe": request})
+    assert models.get("pipe").model.config == models.get("digits/Skip-DiT").model.config
+    assert [kind for kind, *_ in cells(plan_strip(models, "pipe", "skip:N=2", "ddim", 4))] == ["full", "cached"] * 2
+    hunyuan = tmp_path / "hunyuan" / "transformer"
+    hunyuan.mkdir(parents=True)
+    (hunyuan / "config.json").write_text('{"_class_name": "HunyuanDiT2DModel"}')
+    assert main(["serve", "--model-dir", str(tmp_path / "hunyuan")]) == 2
+    assert "is a Hunyuan-DiT pipeline: the demo runs skipdit's own models" in capsys.readouterr().err
 
 
 def test_serve_on_a_busy_port(capsys):
