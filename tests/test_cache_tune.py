@@ -9,10 +9,10 @@ import json
 import pytest
 
 from skipdit import Sampling, generate, save
-from skipdit.cache import CacheStats, SkipCache, TeaCache, parse_cache
+from skipdit.cache import CacheStats, SkipCache, TaylorSkipCache, TeaCache, parse_cache
 from skipdit.diffusion import GaussianDiffusion
 from skipdit.metrics import psnr
-from skipdit.tuning import tune
+from skipdit.tuning import TuneCandidate, TuneResult, graded_masks, tune
 
 from .conftest import tiny_model
 from .test_cli import run_cli
@@ -66,6 +66,45 @@ def test_max_candidates_keeps_those_closest_to_the_target():
     assert max(abs(c.ideal_speedup - 1.5) for c in res.candidates) < 0.1
 
 
+def test_the_forecasting_family_tries_every_order_and_masks():
+    model = tiny_model()
+    res = tune(model, 1.0, SEEDS, family="taylor", intervals=[2, 4], branches=[1], starts=(None,), stops=(None,),
+               orders=(0, 1), masks=True, max_candidates=100, progress=False, **COMMON)
+    policies = [c.policy for c in res.candidates]
+    assert all(isinstance(p, TaylorSkipCache) for p in policies)
+    assert {p.order for p in policies} == {0, 1}  # the same plan at two orders is two computations
+    masked, graded = {p.mask for p in policies if p.mask is not None}, graded_masks(10, [2, 4])
+    # the equal-gap masks plan as N=2 and N=4 and are sampled once, as the interval schedules
+    assert masked == set(graded) - {"FCFCFCFCFC", "FCCCFCCCFC"} and any("R" in m for m in masked)
+    assert res.considered == 2 * 2 + len(graded) * 2 and len(res.candidates) == res.reachable
+    # order 0 without a mask is Skip-Cache itself: its PSNR is Skip-Cache's
+    zero = next(c for c in res.candidates if c.policy.order == 0 and c.policy.mask is None and c.policy.interval == 2)
+    plain = generate(model, SEEDS, cache="skip:N=2", **COMMON).images
+    assert zero.psnr == pytest.approx(float(psnr(plain, generate(model, SEEDS, **COMMON).images).mean()))
+
+
+def test_graded_masks():
+    masks = graded_masks(10, [2, 3])
+    assert masks[0] == "FCFCFCFCFC" and "FCCFCCFCCF" in masks  # equal gaps: the interval schedule
+    assert "FCFCFCFCCF" in masks and "FCCFCCFCFC" in masks  # gaps 2 -> 3: denser early; 3 -> 2: denser late
+    assert "FCRFCRFCRF" in masks  # the three-level form of gap 3
+    assert all(m[0] == "F" and len(m) == 10 for m in masks) and len(set(masks)) == len(masks)
+
+
+def test_pareto_front_and_spread_selection():
+    def cand(spec, ideal, value):
+        return TuneCandidate(spec, None, ideal, 1, 1, value, None, 1.0, 1.0)
+
+    result = TuneResult(1.0, [cand("a", 1.5, 40.0), cand("b", 2.0, 41.0), cand("c", 2.5, 30.0),
+                              cand("d", 2.2, 29.0), cand("e", 1.2, 45.0)], 1.0, 5, 5, 0)
+    assert [c.spec for c in result.pareto] == ["c", "b", "e"]  # a is beaten by b, d by c
+    res = tune(tiny_model(), 1.0, SEEDS, select="spread", max_candidates=4, progress=False, **COMMON)
+    ideals = sorted(c.ideal_speedup for c in res.candidates)
+    assert len(ideals) == 4 and ideals[0] < 1.2 and ideals[-1] == pytest.approx(1.67, abs=0.01)  # both ends
+    front = res.pareto
+    assert all(a.ideal_speedup > b.ideal_speedup and a.psnr < b.psnr for a, b in zip(front, front[1:]))
+
+
 @pytest.mark.parametrize("long_skip,target,message", [
     (True, 2.0, "highest ideal speed-up available is 1.67x"),
     (False, 1.5, "a model with long skips"),
@@ -114,6 +153,11 @@ def test_cli_calibrate_teacache_prints_a_ready_spec(capsys, ckpts):
     (["tune", "--ckpt", "{skip}", "--target-speedup", "1.5", "--branches", "3"], "b in 1..2"),
     (["tune", "--ckpt", "{skip}", "--target-speedup", "1.5", "--cache", "skip:N=2"], "--cache is not used"),
     (["tune", "--ckpt", "{skip}", "--target-speedup", "1.5", "--intervals", "4-2"], "end before start"),
+    (["tune", "--ckpt", "{skip}", "--target-speedup", "1.5", "--masks"], "add --family taylor"),
+    (["tune", "--ckpt", "{skip}", "--target-speedup", "1.5", "--orders", "1"], "add --family taylor"),
+    (["tune", "--ckpt", "{skip}", "--target-speedup", "1.5", "--family", "taylor", "--orders", "7"],
+     "order must be 0..4"),
+    (["tune", "--ckpt", "{skip}", "--target-speedup", "1.5", "--select", "all"], "invalid choice: 'all'"),
     (["calibrate-teacache", "--ckpt", "{dit}", "--degree", "0"], "--degree: must be a positive integer"),
     (["calibrate-teacache", "--ckpt", "{dit}", "--degree", "9"], "too few to fit"),
 ])

@@ -1,7 +1,8 @@
 """Calibration and tuning: the layer above ``sampling`` that samples to choose a cache's settings.
 
-* :func:`tune` searches the Skip-Cache schedule (interval N, branch b, start and stop windows) for the best
-  fidelity at a target speed-up: ``skipdit cache tune``.
+* :func:`tune` searches the Skip-Cache schedule (interval N, branch b, start and stop windows; for the
+  forecasting family ``taylor`` also the order and explicit per-step masks) for the best fidelity at a target
+  speed-up, and reports the Pareto front of what it sampled: ``skipdit cache tune``.
 * :func:`calibrate_teacache` fits TeaCache's rescaling polynomial for a model: ``skipdit cache
   calibrate-teacache``.
 
@@ -15,22 +16,27 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .cache import CacheStats, SkipCache, StepPlan
+from .cache import CacheStats, SkipCache, StepPlan, TaylorSkipCache
 from .cache.base import relative_l1
 from .cache.skip_cache import PRESETS
+from .cache.taylor import with_order
 from .errors import UserError
 from .metrics.fidelity import SSIM_WINDOW, psnr, ssim
 from .sampling import Condition, Runtime, Sampling, denoise, generate
 
 DEFAULT_STARTS: tuple[int | None, ...] = (None, 900, 800, 700)
 DEFAULT_STOPS: tuple[int | None, ...] = (None, 50, 20)
+DEFAULT_ORDERS = (0, 1, 2)  # forecast orders the taylor family tries
 MAX_DEFAULT_BRANCHES = 4
+FAMILIES = (*PRESETS, "taylor")
+SELECTIONS = ("closest", "spread")
 
 
 @dataclass(frozen=True)
@@ -76,40 +82,62 @@ class TuneResult:
         """The best candidate's measured speed-up (uncached time ÷ its time, in one process)."""
         return self.best.measured_speedup
 
+    @property
+    def pareto(self) -> list[TuneCandidate]:
+        """The sampled candidates no other beats on both ideal speed-up and PSNR, fastest first."""
+        front: list[TuneCandidate] = []
+        for cand in sorted(self.candidates, key=lambda c: (-c.ideal_speedup, -c.psnr)):
+            if not front or cand.psnr > front[-1].psnr:
+                front.append(cand)
+        return front
+
 
 def tune(
     model, target_speedup: float, seeds: Sequence[int], condition: Condition | int | Sequence[int] | None = None, *,
     sampling: Sampling = Sampling(), runtime: Runtime = Runtime(), family: str = "skip",
     intervals: Iterable[int] = range(2, 9), branches: Iterable[int] | None = None,
     starts: Iterable[int | None] = DEFAULT_STARTS, stops: Iterable[int | None] = DEFAULT_STOPS,
-    tolerance: float = 0.05, max_candidates: int = 24, progress: bool = True,
+    orders: Iterable[int] = DEFAULT_ORDERS, masks: bool = False, tolerance: float = 0.05,
+    max_candidates: int = 24, select: str = "closest", progress: bool = True,
 ) -> TuneResult:
     """The Skip-Cache schedule of ``model`` with the best fidelity at ``target_speedup``.
 
     Candidates are every combination of ``intervals`` (N), ``branches`` (b; default 1..L//2, at most four),
-    ``starts`` and ``stops`` (``None``: no window). Those whose ideal speed-up is at least
-    ``target_speedup * (1 - tolerance)`` are deduplicated by step plan; the ``max_candidates`` closest to
-    the target are sampled on ``seeds`` with ``condition``, ``sampling`` and ``runtime`` and ranked by mean
-    PSNR against the uncached run, then SSIM. ``progress`` shows a bar over the candidates.
+    ``starts`` and ``stops`` (``None``: no window); for ``family="taylor"`` (forecasting Skip-Cache) each also
+    with every forecast order of ``orders``, and with ``masks`` the per-step masks of :func:`graded_masks`
+    (full steps spaced more densely at one end of sampling than at the other, and their three-level forms).
+    Those whose ideal speed-up is at least ``target_speedup * (1 - tolerance)`` are deduplicated by what they
+    compute; ``max_candidates`` of them are sampled on ``seeds`` (calibration seeds: keep them apart from the
+    seeds you evaluate on) with ``condition``, ``sampling`` and ``runtime`` and ranked by mean PSNR against the
+    uncached run, then SSIM. ``select``: ``"closest"`` samples those nearest the target, ``"spread"`` those
+    spread evenly over the reachable speed-ups, to draw the Pareto front (:attr:`TuneResult.pareto`).
+    ``progress`` shows a bar over the candidates.
     """
     if not model.has_long_skips:
         raise UserError("cache tune searches Skip-Cache schedules, which need a model with long skips "
                          "(a -skip preset); for a vanilla DiT use a peer cache")
-    if family not in PRESETS:
-        raise UserError(f"unknown Skip-Cache family {family!r}; valid: {', '.join(PRESETS)}")
+    if family not in FAMILIES:
+        raise UserError(f"unknown Skip-Cache family {family!r}; valid: {', '.join(FAMILIES)}")
+    if masks and family != "taylor":
+        raise UserError("per-step masks are a form of the forecasting family: use family 'taylor' (its order 0 is "
+                        "Skip-Cache with a mask)")
     if not target_speedup >= 1:
         raise UserError(f"target speed-up must be >= 1, got {target_speedup}")
     if not 0 <= tolerance < 1:
         raise UserError(f"tolerance must be in [0, 1), got {tolerance}")
     if max_candidates < 1:
         raise UserError(f"max_candidates must be >= 1, got {max_candidates}")
+    if select not in SELECTIONS:
+        raise UserError(f"unknown selection {select!r}; valid: {', '.join(SELECTIONS)}")
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise UserError("no calibration seeds given")
 
     units = model.num_units
     timesteps = sampling.cache_timesteps(model)
-    policies = _enumerate(family, units, intervals, branches, starts, stops)
+    policies = _enumerate("skip" if family == "taylor" else family, units, intervals, branches, starts, stops)
+    if family == "taylor":
+        policies = _with_orders(policies, orders, graded_masks(len(timesteps), intervals) if masks else [])
     plans = [(policy, policy.plan(timesteps, units)) for policy in policies]
     ideal = {policy: CacheStats.from_plan(plan, units).ideal_speedup for policy, plan in plans}
     floor = target_speedup * (1 - tolerance)
@@ -119,7 +147,10 @@ def tune(
         raise UserError(f"no Skip-Cache schedule reaches {target_speedup:g}x on {len(timesteps)} steps "
                          f"with these ranges; the highest ideal speed-up available is {highest:.2f}x")
     distinct = _dedupe(reaching)
-    shortlist = sorted(distinct, key=lambda p: abs(ideal[p] - target_speedup))[:max_candidates]
+    if select == "closest":
+        shortlist = sorted(distinct, key=lambda p: abs(ideal[p] - target_speedup))[:max_candidates]
+    else:
+        shortlist = _spread(sorted(distinct, key=lambda p: ideal[p]), max_candidates)
 
     runtime = runtime.replace(progress=False)
     run = lambda **kw: generate(model, seeds, condition, runtime=runtime, **kw)  # noqa: E731
@@ -141,6 +172,44 @@ def tune(
                       len(reaching) - len(distinct), seeds)
 
 
+def graded_masks(steps: int, gaps: Iterable[int]) -> list[str]:
+    """Per-step masks (taylor's ``mask=``) whose gap between full steps changes linearly over sampling, from
+    ``g0`` at the first step to ``g1`` at the last, for every pair of ``gaps`` (equal gaps: the interval
+    schedule), each also in its three-level form, where every second cached step of a gap is a whole-step reuse
+    (``R``)."""
+    gaps = [g for g in gaps if g >= 1]
+    masks = []
+    for first, last in itertools.product(gaps, repeat=2):
+        letters, k = ["C"] * steps, 0
+        while k < steps:
+            letters[k] = "F"
+            k += max(1, round(first + (last - first) * k / max(steps - 1, 1)))
+        two = "".join(letters)
+        three = re.sub("CC", "CR", two)  # within each run of cached steps: C R C R ...
+        masks += [two, three] if three != two else [two]
+    return list(dict.fromkeys(masks))
+
+
+def _with_orders(policies: list[SkipCache], orders: Iterable[int], masks: list[str]) -> list[TaylorSkipCache]:
+    """The forecasting form of each (N, b, start, stop) policy at each order, then each mask at each order and
+    branch (a mask replaces the interval; the window still forces full steps)."""
+    orders = list(orders)
+    if not orders:
+        raise UserError("orders must give at least one value")
+    out = [with_order(p, order) for p in policies for order in orders]
+    branches = list(dict.fromkeys(p.branch for p in policies))
+    out += [TaylorSkipCache(branch=b, order=order, mask=mask) for mask in masks for b in branches for order in orders]
+    return out
+
+
+def _spread(ordered: list, count: int) -> list:
+    """``count`` items evenly spaced over ``ordered`` (its ends included)."""
+    if len(ordered) <= count:
+        return ordered
+    picks = np.linspace(0, len(ordered) - 1, count).round().astype(int)
+    return [ordered[i] for i in dict.fromkeys(picks.tolist())]
+
+
 def _enumerate(family: str, units: int, intervals, branches, starts, stops) -> list[SkipCache]:
     """Every (N, b, start, stop) combination as a policy, in the order given (the first spec of a plan wins)."""
     intervals, starts, stops = list(intervals), list(starts), list(stops)
@@ -157,13 +226,14 @@ def _enumerate(family: str, units: int, intervals, branches, starts, stops) -> l
 
 
 def _dedupe(candidates: list[tuple[SkipCache, list[StepPlan]]]) -> list[SkipCache]:
-    """One policy per distinct step plan. On 10 steps (t = 999, 888, ..., 0), for example, ``start=900``
-    plans as no start (only the first step, always full, has t >= 900) and ``stop=50`` as no stop (only
-    the last step has t <= 50, and a reset after it changes nothing)."""
+    """One policy per distinct computation: step plan and forecast. On 10 steps (t = 999, 888, ..., 0), for
+    example, ``start=900`` plans as no start (only the first step, always full, has t >= 900) and ``stop=50``
+    as no stop (only the last step has t <= 50, and a reset after it changes nothing)."""
     seen: set[tuple] = set()
     kept = []
     for policy, plan in candidates:
-        key = tuple((step.full, step.units) for step in plan)
+        forecast = (policy.order, policy.correct) if isinstance(policy, TaylorSkipCache) else (0, 0.0)
+        key = (tuple((step.full, step.units) for step in plan), forecast)
         if key not in seen:
             seen.add(key)
             kept.append(policy)

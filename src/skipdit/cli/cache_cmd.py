@@ -14,7 +14,7 @@ from ..cache.families import plan_offline
 from ..errors import UserError
 from ..io import parse_int_list
 from ..savings import warn_if_saves_nothing
-from ..tuning import calibrate_teacache, tune
+from ..tuning import FAMILIES, SELECTIONS, calibrate_teacache, tune
 from . import options
 from .common import MAX_SEEDS, check_out_file, finite_float, nonnegative_float, positive_int
 from .help import examples
@@ -32,6 +32,8 @@ TUNE_EXAMPLES = examples(
     '--steps 50 --no-progress | tail -1)"',
     "skipdit cache tune --ckpt DiT-XL-2-skip.pt --vae sd-vae-ft-ema/ --target-speedup 1.8 --seeds 0-3 "
     "--class-labels 207,360 --sampler ddpm --steps 250 --cfg-scale 4 --json tune.json",
+    "skipdit cache tune --family taylor --masks --target-speedup 1.5 --tolerance 0 --select spread "
+    "--max-candidates 40   # the Pareto front of forecasting schedules",
 )
 
 CALIBRATE_EXAMPLES = examples(
@@ -60,8 +62,10 @@ def add_parser(sub) -> None:
 
     t = cache_sub.add_parser(
         "tune", help="search the Skip-Cache schedule with the best fidelity at a target speed-up",
-        description="Rank Skip-Cache schedules (N, b, start, stop) that reach --target-speedup (ideal, from "
-        "the plan) by PSNR against the uncached run on a few seeds. The last line is the best spec.",
+        description="Rank Skip-Cache schedules (N, b, start, stop; with --family taylor also the forecast order "
+        "and, with --masks, per-step masks) that reach --target-speedup (ideal, from the plan) by PSNR against the "
+        "uncached run on calibration seeds, and print the Pareto front of those sampled. The last line is the best "
+        "spec.",
         epilog=TUNE_EXAMPLES,
     )
     options.add_model_arguments(t)
@@ -70,13 +74,25 @@ def add_parser(sub) -> None:
     g.add_argument("--target-speedup", type=finite_float, required=True, help="ideal speed-up to reach, e.g. 2.0")
     g.add_argument("--tolerance", type=finite_float, default=0.05,
                    help="accept ideal speed-ups down to target x (1 - tolerance)")
-    g.add_argument("--intervals", default="2-8", help="intervals N to try")
+    g.add_argument("--family", choices=FAMILIES, default="skip",
+                   help="the schedules searched: Skip-Cache and its presets (their windows), or taylor, the "
+                   "forecasting Skip-Cache (default: skip)")
+    g.add_argument("--orders", default="0-2", help="--family taylor: forecast orders to try")
+    g.add_argument("--masks", action="store_true",
+                   help="--family taylor: also per-step masks whose full steps thin out (or thicken) over sampling, "
+                   "with and without whole-step reuse")
+    g.add_argument("--select", choices=SELECTIONS, default="closest",
+                   help="which of the reachable schedules to sample: closest to the target, or spread over the "
+                   "speed-ups (for the Pareto front)")
+    g.add_argument("--intervals", default="2-8", help="intervals N to try (and the gaps of --masks)")
     g.add_argument("--branches", help="branch depths b to try (default 1..L/2, at most 4 values)")
     g.add_argument("--max-candidates", type=positive_int, default=24,
                    help="most schedules to sample, those closest to the target first")
     g.add_argument("--top", type=positive_int, default=10, help="rows of the printed table")
     g.add_argument("--json", help="write every evaluated row to this JSON file")
     options.add_runtime_arguments(t)
+    _set_default(t, "seeds", "1000-1007", "calibration seeds (default 1000-1007, apart from the evaluation seeds "
+                 "0-63 of skipdit bench)")
     t.set_defaults(run=run_tune)
 
     c = cache_sub.add_parser(
@@ -137,23 +153,24 @@ def _load(args):
 def run_tune(args) -> int:
     intervals = parse_int_list(args.intervals, "intervals", limit=MAX_SEARCH)
     branches = parse_int_list(args.branches, "branches", limit=MAX_SEARCH) if args.branches else None
+    orders = parse_int_list(args.orders, "orders", limit=MAX_SEARCH)
+    if args.family != "taylor" and (args.masks or args.orders != "0-2"):
+        raise UserError("--orders and --masks search the forecasting family: add --family taylor")
     if args.json is not None:  # before the search, which samples for minutes
         check_out_file(args.json, "--json")
     model, seeds, condition, settings = _load(args)
     sampling = settings["sampling"]
-    result = tune(model, args.target_speedup, seeds, condition, intervals=intervals, branches=branches,
-                  tolerance=args.tolerance, max_candidates=args.max_candidates, progress=not args.no_progress,
-                  **settings)
+    result = tune(model, args.target_speedup, seeds, condition, family=args.family, intervals=intervals,
+                  branches=branches, orders=orders, masks=args.masks, tolerance=args.tolerance,
+                  max_candidates=args.max_candidates, select=args.select, progress=not args.no_progress, **settings)
     evaluated = len(result.candidates)
     floor = args.target_speedup * (1 - args.tolerance)
     print(f"{result.considered} schedules; {result.reachable} distinct plans reach {floor:.2f}x ideal "
           f"({result.duplicates} duplicate plans dropped); {evaluated} sampled on {len(seeds)} seeds "
           f"({sampling.sampler}, {sampling.num_steps} steps)")
-    print(f"{'rank':>4}  {'spec':<36} {'ideal':>6} {'measured':>8} {'PSNR':>7} {'SSIM':>6}")
-    for rank, cand in enumerate(result.candidates[:args.top], 1):
-        score = "-" if cand.ssim is None else f"{cand.ssim:.4f}"
-        print(f"{rank:>4}  {cand.spec:<36} {cand.ideal_speedup:>5.2f}x {cand.measured_speedup:>7.2f}x "
-              f"{cand.psnr:>7.2f} {score:>6}")
+    _print_candidates(list(enumerate(result.candidates[:args.top], 1)), "rank")
+    print(f"Pareto front of the {evaluated} sampled (ideal speed-up against PSNR), fastest first:")
+    _print_candidates(list(enumerate(result.pareto, 1)), "")
     best = result.best
     print(f"best: ideal {best.ideal_speedup:.2f}x, measured {result.measured_speedup:.2f}x "
           f"(uncached {result.uncached_seconds:.2f}s, cached {best.seconds:.2f}s), PSNR {best.psnr:.2f} dB")
@@ -162,10 +179,20 @@ def run_tune(args) -> int:
                   "sampler": sampling.sampler, "steps": sampling.num_steps, "respacing": sampling.respacing,
                   "uncached_seconds": result.uncached_seconds, "considered": result.considered,
                   "reachable": result.reachable, "duplicates": result.duplicates,
-                  "best": best.spec, "rows": [c.row() for c in result.candidates]}
+                  "family": args.family, "best": best.spec, "rows": [c.row() for c in result.candidates],
+                  "pareto": [c.spec for c in result.pareto]}
         Path(args.json).write_text(json.dumps(report, indent=2))
     print(best.spec)
     return 0
+
+
+def _print_candidates(numbered, title: str) -> None:
+    width = max([36, *(len(c.spec) for _, c in numbered)])
+    print(f"{title:>4}  {'spec':<{width}} {'ideal':>6} {'measured':>8} {'PSNR':>7} {'SSIM':>6}")
+    for rank, cand in numbered:
+        score = "-" if cand.ssim is None else f"{cand.ssim:.4f}"
+        print(f"{rank:>4}  {cand.spec:<{width}} {cand.ideal_speedup:>5.2f}x {cand.measured_speedup:>7.2f}x "
+              f"{cand.psnr:>7.2f} {score:>6}")
 
 
 def run_calibrate(args) -> int:
