@@ -77,6 +77,8 @@ assets: install
 	$(BIN)/python -m skipdit.metrics.digits --out src/skipdit/assets/digits-evaluator.safetensors
 	$(BIN)/skipdit train --config configs/digits/skip-dit.yaml --no-progress
 	$(BIN)/skipdit train --config configs/digits/dit.yaml --no-progress
+	$(BIN)/skipdit train --config configs/digits-deep/skip-dit.yaml --no-progress
+	$(BIN)/skipdit train --config configs/digits-deep/dit.yaml --no-progress
 	$(BIN)/skipdit train --config configs/digits/t2i-skip.yaml --no-progress
 	$(BIN)/skipdit train --config configs/moving-digits/latte-skip.yaml --no-progress
 	$(BIN)/skipdit train --config configs/moving-digits/latte-t2v-skip.yaml --no-progress
@@ -84,6 +86,9 @@ assets: install
 	$(BIN)/skipdit train --config configs/moving-digits/latte-t2v-skip-stage2.yaml --no-progress
 	$(BIN)/skipdit export runs/digits-skip-dit --out src/skipdit/assets/digits-skip-dit.safetensors
 	$(BIN)/skipdit export runs/digits-dit --out src/skipdit/assets/digits-dit.safetensors
+	$(BIN)/skipdit export runs/digits-deep-skip-dit --storage bf16 \
+		--out src/skipdit/assets/digits-deep-skip-dit.safetensors
+	$(BIN)/skipdit export runs/digits-deep-dit --storage bf16 --out src/skipdit/assets/digits-deep-dit.safetensors
 	$(BIN)/skipdit export runs/digits-t2i-skip --out src/skipdit/assets/digits-t2i-skip.safetensors
 	$(BIN)/skipdit export runs/moving-digits-latte-skip-stage2 \
 		--out src/skipdit/assets/moving-digits-latte-skip.safetensors

@@ -14,6 +14,8 @@ HERE = Path(__file__).parent
 BUILTIN_MODELS = {
     "digits/Skip-DiT": "digits-skip-dit.safetensors",  # configs/digits/skip-dit.yaml
     "digits/DiT": "digits-dit.safetensors",  # configs/digits/dit.yaml: the same without long skips
+    "digits-deep/Skip-DiT": "digits-deep-skip-dit.safetensors",  # configs/digits-deep/skip-dit.yaml: depth 28, bf16
+    "digits-deep/DiT": "digits-deep-dit.safetensors",  # configs/digits-deep/dit.yaml: the same without long skips
     "digits/T2I-Skip-DiT": "digits-t2i-skip.safetensors",  # configs/digits/t2i-skip.yaml: text-to-image
     "moving-digits/Latte-skip": "moving-digits-latte-skip.safetensors",  # configs/moving-digits/latte-skip.yaml
     "moving-digits/Latte-T2V-skip": "moving-digits-latte-t2v-skip.safetensors",  # .../latte-t2v-skip.yaml
