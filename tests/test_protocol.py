@@ -60,7 +60,8 @@ def test_repeated_blocks_are_the_transformer_blocks(name):
 
 
 # built-in model -> (task, num_frames), as their model cards (docs/model-zoo.md) describe them
-BUILTIN = {"digits/Skip-DiT": ("c2i", None), "digits/DiT": ("c2i", None), "digits/T2I-Skip-DiT": ("t2i", 1),
+BUILTIN = {"digits/Skip-DiT": ("c2i", None), "digits/DiT": ("c2i", None), "digits-deep/Skip-DiT": ("c2i", None),
+           "digits-deep/DiT": ("c2i", None), "digits/T2I-Skip-DiT": ("t2i", 1),
            "moving-digits/Latte-skip": ("c2v", 8), "moving-digits/Latte-T2V-skip": ("t2v", 8)}
 
 

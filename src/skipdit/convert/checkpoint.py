@@ -422,8 +422,9 @@ def carried_metadata(path) -> dict[str, str]:
 
 
 # -- writing ------------------------------------------------------------------------------------------
-# how the floating-point tensors of a safetensors file are stored (``save(..., storage=)``); a model loads in
-# float32 whatever the file holds, so a bf16 file gives the exact bf16 values, widened
+# how the floating-point tensors of a safetensors file are stored (``save(..., storage=)``; a half-size file says so
+# in its metadata, a float32 one, as files always were, does not); a model loads in float32 whatever the file
+# holds, so a bf16 file gives the exact bf16 values, widened
 STORAGE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 STORAGE_KEY = "skipdit_storage_dtype"
 
@@ -438,7 +439,7 @@ def save(model, path: str | os.PathLike, extra_metadata: dict[str, str] | None =
         raise UserError(f"unknown storage dtype {storage!r}; valid: {', '.join(STORAGE_DTYPES)}")
     path = check_output(path)
     metadata = {CONFIG_KEY: json.dumps(asdict(model.config)), ARCH_KEY: arch_of(model.config),
-                STORAGE_KEY: storage, **(extra_metadata or {})}
+                **({STORAGE_KEY: storage} if storage != "fp32" else {}), **(extra_metadata or {})}  # fp32: as ever
     dtype = STORAGE_DTYPES[storage]
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
                for k, v in model.state_dict().items()}
