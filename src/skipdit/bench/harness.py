@@ -11,7 +11,7 @@ For each method the harness runs, in one process:
 
 Fidelity is against the uncached output of the model the method runs on: PSNR, SSIM, LPIPS (with local
 weights), and for the digits models the evaluator's accuracy and FDD. The ideal speed-up is uncached
-MACs / cached MACs, which counts what sublayer caches (FORA, PAB, T-GATE) and data-dependent ones
+MACs / cached MACs, which counts what sublayer caches (FORA, ToCa, PAB, T-GATE) and data-dependent ones
 (TeaCache, First-Block-Cache, adaptive) really skipped.
 """
 
@@ -78,6 +78,7 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "taylor": ("Forecasting Skip-Cache", "model", ("taylor:N=2,order=1", "taylor:N=3,order=1", "taylor:N=4,order=1",
                                                    "taylor:N=4,order=2", "taylor:N=5,order=1")),
     "fora": ("FORA", "baseline", ("fora:N=2", "fora:N=3", "fora:N=4")),
+    "toca": ("ToCa", "baseline", ("toca:N=3,ratio=0.3", "toca:N=3,ratio=0.2", "toca:N=4,ratio=0.2")),
     "delta": ("Δ-DiT", "baseline", ("delta:N=2", "delta:N=3")),
     "deepcache": ("DeepCache-style", "baseline", ("deepcache:N=2,b=1", "deepcache:N=3,b=1", "deepcache:N=2,b=2")),
     "pab": ("PAB", "baseline", ("pab:spatial=2,temporal=3,cross=6", "pab:spatial=3,temporal=4,cross=8",

@@ -55,12 +55,13 @@ class CacheStats:
     unit_evals: int
     units_per_step: int
     cached_units: tuple[int, ...] = ()
-    reused: tuple[str, ...] = ()  # sublayers whose outputs were reused (FORA, PAB, T-GATE)
+    reused: tuple[str, ...] = ()  # sublayers whose outputs were reused, whole or for some tokens (FORA, ToCa, ...)
 
     @property
     def ideal_speedup(self) -> float:
         """Unit evaluations without the cache / with it. A unit that runs with some sublayers reused counts
-        as run, so for sublayer caches this is a lower bound (``skipdit bench`` counts MACs instead)."""
+        as run, so for sublayer caches (FORA, PAB, T-GATE, and ToCa, which recomputes some of the tokens of
+        every sublayer) this is a lower bound; ``skipdit bench`` counts MACs instead."""
         return self.steps * self.units_per_step / self.unit_evals if self.unit_evals else 1.0
 
     @classmethod
@@ -107,7 +108,7 @@ class NoState:
 
 @dataclass
 class SublayerState:
-    """The kept sublayer outputs of FORA, PAB and T-GATE, keyed ``(unit, sublayer name)``."""
+    """The kept sublayer outputs of FORA and PAB, keyed ``(unit, sublayer name)``."""
 
     kept: dict = field(default_factory=dict)
 
