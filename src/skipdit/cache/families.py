@@ -81,7 +81,8 @@ class OfflinePlan:
 
     @property
     def stats(self) -> CacheStats:
-        return CacheStats.from_plan(self.steps, self.units)
+        """The plan's stats, guidance assumed on (so T-GATE's ``cfg=drop`` steps count as unguided)."""
+        return CacheStats.from_plan(self.steps, self.units, [k for k, step in enumerate(self.steps) if not step.guided])
 
     @property
     def step_list(self) -> str:
