@@ -34,6 +34,8 @@ def run(model, spec, *, sampler="ddim", batched=True, scale=3.0, callback=None):
 
 def test_keep_is_the_default_and_specs_round_trip():
     assert parse_cache("tgate:gate=10") == TGate(gate=10) == TGate(gate=10, cfg="keep")
+    assert TGate(gate=10).spec() == "tgate:gate=10"  # as before cfg existed: sample-many fingerprints still match
+    assert TGate(gate=10, cfg="drop").spec() == "tgate:gate=10,cfg=drop"
     for spec in ("tgate:gate=4,cfg=drop", "tgate:cfg=keep"):
         policy = parse_cache(spec)
         assert parse_cache(policy.spec()) == policy

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UserError
-from .base import CachePolicy, Key, StepPlan, integer, sublayer_memo
+from .base import CachePolicy, Key, StepPlan, integer, spec_of, sublayer_memo
 
 CFG = ("keep", "drop")
 FROZEN = ("cross_attn",)
@@ -75,6 +75,11 @@ class TGate(CachePolicy):
         return [StepPlan(int(t), k < self.gate, every, () if k < self.gate else FROZEN,
                          guided=k < self.gate or self.cfg == "keep")
                 for k, t in enumerate(timesteps)]
+
+    def spec(self) -> str:
+        """``tgate:gate=10`` for the default ``cfg=keep``: the spec of the releases before ``cfg``, which
+        sample-many's settings fingerprints record, so their folders still resume."""
+        return spec_of(self, KEYS if self.cfg != "keep" else {"gate": KEYS["gate"]})
 
     def new_state(self, branch: str, states: dict[str, object]) -> TGateState:
         return TGateState(name=branch, run=states)
