@@ -102,7 +102,7 @@ def test_console_entry_point_and_help():
     bad = subprocess.run([sys.executable, "-m", "skipdit", "cache", "plan", "x:y"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "skipdit: error: malformed cache spec 'x:y': unknown " \
         "cache 'x'; valid: skip, c2i, c2v, t2v, t2i, adaptive, taylor, fora, delta, deepcache, pab, tgate, " \
-        "teacache, fbc"
+        "teacache, fbc, toca"
 
 
 # -- video -----------------------------------------------------------------------------------------------

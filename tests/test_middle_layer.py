@@ -19,8 +19,8 @@ from skipdit.models.random import randomize_
 from skipdit.protocol import protocol_problems
 from skipdit.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, Condition, Runtime, Sampling, cycle, generate
 
-SPECS = ["skip:N=2", "adaptive:threshold=0.05", "fora:N=2", "delta:N=2", "deepcache:N=2,b=1", "pab:spatial=2",
-         "tgate:gate=2", "teacache:threshold=0.5", "fbc:threshold=0.3"]
+SPECS = ["skip:N=2", "adaptive:threshold=0.05", "fora:N=2", "toca:N=2,ratio=0.3", "delta:N=2", "deepcache:N=2,b=1",
+         "pab:spatial=2", "tgate:gate=2", "teacache:threshold=0.5", "fbc:threshold=0.3"]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ class Alternating:
         return outs
 
 
-@pytest.mark.parametrize("spec", ["skip:N=2", "fora:N=2", "deepcache:N=2,b=1", "delta:N=2"])
+@pytest.mark.parametrize("spec", ["skip:N=2", "fora:N=2", "toca:N=2,ratio=0.3", "deepcache:N=2,b=1", "delta:N=2"])
 def test_call_order_and_count_do_not_matter(skip_model, vanilla_model, spec):
     """Each branch's outputs are the same whether the other branch runs before it, after it, or not at all."""
     model = vanilla_model if spec.split(":")[0] in ("delta", "deepcache") else skip_model

@@ -1,4 +1,4 @@
-"""The peer caches (FORA, Δ-DiT, DeepCache-style, PAB, T-GATE, TeaCache, First-Block-Cache) and the
+"""The peer caches (FORA, ToCa, Δ-DiT, DeepCache-style, PAB, T-GATE, TeaCache, First-Block-Cache) and the
 adaptive Skip-Cache: each engages, each has a setting that equals the uncached run, and each keeps its rule."""
 
 import pytest
@@ -27,6 +27,7 @@ MODELS = {"dit": lambda: tiny_model(long_skip=False), "skip-dit": lambda: tiny_m
 # family -> (a setting that never reuses, a setting that does, models it applies to)
 PEERS = {
     "fora": ("fora:N=1", "fora:N=2", ("dit", "skip-dit", "t2v")),
+    "toca": ("toca:N=3,ratio=1", "toca:N=2,ratio=0.3", ("dit", "skip-dit", "t2v")),
     "delta": ("delta:N=1", "delta:N=2,boundary=500,cached=2", ("dit",)),
     "deepcache": ("deepcache:N=1", "deepcache:N=2,b=1", ("dit",)),
     "pab": ("pab:spatial=1,temporal=1,cross=1", "pab:lo=0,hi=1000", ("dit", "skip-dit", "t2v")),
@@ -57,6 +58,7 @@ def test_each_peer_engages_and_reports_what_it_reused(family, name):
     L = model.num_units
     expected = {
         "fora": lambda: set(reused) >= {"attn", "mlp"},
+        "toca": lambda: set(reused) == set(model.sublayers),
         "pab": lambda: "attn" in reused and ("cross_attn" in reused) == (name == "t2v"),
         "tgate": lambda: reused == ("cross_attn",),
         "deepcache": lambda: units == (L - 1,),
@@ -101,7 +103,8 @@ def test_policies_refuse_models_they_cannot_act_on():
         run(tiny_model(long_skip=False), "adaptive")
 
 
-@pytest.mark.parametrize("spec", ["fora:N=3,start=900,stop=20", "delta:N=2,boundary=600,cached=none",
+@pytest.mark.parametrize("spec", ["fora:N=3,start=900,stop=20", "toca:N=3,ratio=0.2,attn=0,score=drift",
+                                  "delta:N=2,boundary=600,cached=none",
                                   "deepcache:N=3,b=2,start=none,stop=none", "pab:spatial=4,cross=8,lo=50,hi=900",
                                   "tgate:gate=12", "teacache:threshold=0.2,coef=2.5/-0.1/0.01", "fbc:threshold=0.08",
                                   "adaptive:threshold=0.03,b=2,max=5"])

@@ -271,7 +271,8 @@ def denoise(
 ) -> Denoised:
     """The sampling loops of :func:`generate`, without decoding. ``start_cache(timesteps)`` makes the cache
     of one batch: anything with ``begin_step(k)``, ``branch(name)`` (what the model's forward gets as
-    ``cache=``) and ``stats``, such as a :class:`~skipdit.cache.CacheState`, or the recorders of
+    ``cache=``), ``guided`` (whether the step under way runs guidance; where it does not, the conditional
+    branch runs alone) and ``stats``, such as a :class:`~skipdit.cache.CacheState`, or the recorders of
     :mod:`skipdit.tuning`."""
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -369,14 +370,15 @@ def _conditions(model, n: int, condition: Condition, scale: float) -> _Condition
 
 
 def _denoiser(model, cond, uncond, state, scale: float, sampling: Sampling):
-    """The sampler's ``model_fn(x, t)``: the model with this run's cache state (per guidance branch), guided."""
+    """The sampler's ``model_fn(x, t)``: the model with this run's cache state (per guidance branch), guided on
+    the steps the cache state says are (every step without one)."""
 
     def cached(x, t, *c, branch: str):
         return model(x, t, *c, cache=None if state is None else state.branch(branch))
 
     guided = classifier_free_guidance(cached, scale, model.in_channels, mode=sampling.guidance_mode,
                                       batched=sampling.batched_guidance)
-    return lambda x, t: guided(x, t, cond, uncond)
+    return lambda x, t: guided(x, t, cond, uncond, guide=state is None or state.guided)
 
 
 def _decode(vae, latents: torch.Tensor, batch_size: int) -> torch.Tensor:

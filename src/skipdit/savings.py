@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from .cache import CachePolicy, CacheStats, SkipCache, parse_cache
+from .cache import CachePolicy, CacheStats, SkipCache, TokenCaching, parse_cache
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def planned_stats(policy: CachePolicy, timesteps: Sequence[int], num_units: int)
 
 def no_saving_reason(stats: CacheStats, policy: CachePolicy | None = None) -> str | None:
     """Why a run (or plan) with these ``stats`` evaluates every unit of every step; ``None`` if it saves
-    something. Sublayer caches (FORA, PAB, T-GATE) save inside units that still run, so reusing any
+    something. Sublayer caches (FORA, ToCa, PAB, T-GATE) save inside units that still run, so reusing any
     sublayer counts as a saving."""
     total = stats.steps * stats.units_per_step
     if stats.reused or stats.unit_evals < total:
@@ -44,6 +44,8 @@ def no_saving_reason(stats: CacheStats, policy: CachePolicy | None = None) -> st
 def _why_all_full(policy: CachePolicy | None) -> str:
     if getattr(policy, "interval", None) == 1:
         return "N=1 makes every step full"
+    if isinstance(policy, TokenCaching):
+        return "ratio=1 recomputes every token of every sublayer"
     threshold = getattr(policy, "threshold", None)
     if policy is not None and policy.decides_at_run_time and threshold is not None:
         return f"threshold={threshold} was never met"

@@ -274,6 +274,8 @@ class _ChangeRecorder:
     (change of the first block's modulated input, change of the unit stack's output): TeaCache's data. It
     runs every unit: it is a measurement, not a policy."""
 
+    guided = True  # an uncached run: guidance (if any) on every step
+
     def __init__(self, model, steps: int, pairs: list):
         self.stats = CacheStats.uncached(steps, model.num_units)
         self.pairs = pairs

@@ -11,7 +11,7 @@ For each method the harness runs, in one process:
 
 Fidelity is against the uncached output of the model the method runs on: PSNR, SSIM, LPIPS (with local
 weights), and for the digits models the evaluator's accuracy and FDD. The ideal speed-up is uncached
-MACs / cached MACs, which counts what sublayer caches (FORA, PAB, T-GATE) and data-dependent ones
+MACs / cached MACs, which counts what sublayer caches (FORA, ToCa, PAB, T-GATE) and data-dependent ones
 (TeaCache, First-Block-Cache, adaptive) really skipped.
 """
 
@@ -78,11 +78,13 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "taylor": ("Forecasting Skip-Cache", "model", ("taylor:N=2,order=1", "taylor:N=3,order=1", "taylor:N=4,order=1",
                                                    "taylor:N=4,order=2", "taylor:N=5,order=1")),
     "fora": ("FORA", "baseline", ("fora:N=2", "fora:N=3", "fora:N=4")),
+    "toca": ("ToCa", "baseline", ("toca:N=3,ratio=0.3", "toca:N=3,ratio=0.2", "toca:N=4,ratio=0.2")),
     "delta": ("Δ-DiT", "baseline", ("delta:N=2", "delta:N=3")),
     "deepcache": ("DeepCache-style", "baseline", ("deepcache:N=2,b=1", "deepcache:N=3,b=1", "deepcache:N=2,b=2")),
     "pab": ("PAB", "baseline", ("pab:spatial=2,temporal=3,cross=6", "pab:spatial=3,temporal=4,cross=8",
                                 "pab:spatial=4,temporal=6,cross=10,mlp=4")),
-    "tgate": ("T-GATE", "baseline", ("tgate:gate={quarter}", "tgate:gate={half}")),
+    "tgate": ("T-GATE", "baseline", ("tgate:gate={quarter}", "tgate:gate={half}", "tgate:gate={quarter},cfg=drop",
+                                     "tgate:gate={half},cfg=drop")),
     "teacache": ("TeaCache", "baseline", ("teacache:threshold=0.05", "teacache:threshold=0.1",
                                           "teacache:threshold=0.2")),
     "fbc": ("First-Block-Cache", "baseline", ("fbc:threshold=0.05", "fbc:threshold=0.1", "fbc:threshold=0.2")),
@@ -205,10 +207,12 @@ def counted_run(model, run: Callable[[], Generation]) -> Counted:
 
 def step_similarity(reference: list[torch.Tensor], cached: list[torch.Tensor]) -> list[float]:
     """Mean cosine similarity (over samples, of flattened features) at each step; empty if the runs
-    recorded different numbers of calls."""
+    recorded different numbers of calls. A call that ran the conditional branch alone (T-GATE ``cfg=drop``
+    after the gate) is compared with the conditional half of the reference's batched call, which comes first."""
     if not reference or len(reference) != len(cached):
         return []
-    return [F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1).mean().item() for a, b in zip(reference, cached)]
+    return [F.cosine_similarity(a[: len(b)].flatten(1), b.flatten(1), dim=1).mean().item()
+            for a, b in zip(reference, cached)]
 
 
 @dataclass

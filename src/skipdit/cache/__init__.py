@@ -22,10 +22,11 @@ from .skip_cache import SkipCache
 from .taylor import TaylorSkipCache
 from .teacache import TeaCache
 from .tgate import TGate
+from .toca import TokenCaching
 
 __all__ = [
     "BRANCHES", "CACHE_FAMILIES", "AdaptiveSkipCache", "Branch", "CachePolicy", "CacheState", "CacheStats",
     "DeepCacheDiT", "DeltaDiT", "FirstBlockCache", "Fora", "PyramidAttentionBroadcast", "SkipCache", "StepPlan",
-    "TGate", "TaylorSkipCache", "TeaCache", "disable", "enable", "interval_schedule", "official_setting",
-    "parse_cache", "stats",
+    "TGate", "TaylorSkipCache", "TeaCache", "TokenCaching", "disable", "enable", "interval_schedule",
+    "official_setting", "parse_cache", "stats",
 ]

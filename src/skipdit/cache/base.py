@@ -32,12 +32,15 @@ Ranges = tuple[tuple[int, int], ...]  # half-open unit ranges run at a step
 class StepPlan:
     """What one denoising step does: ``full`` recomputes everything; ``units`` are the ranges whose
     blocks run; ``reuse`` names the sublayers (``attn``, ``cross_attn``, ``mlp``, ``temporal_attn`` ...)
-    whose kept outputs stand in for their computation inside the units that run."""
+    whose kept outputs stand in for their computation inside the units that run. ``guided=False``: the step
+    runs no classifier-free guidance, only the conditional branch, whose output is the step's (T-GATE's
+    ``cfg=drop`` after the gate); the sampling loop reads it through :attr:`CacheState.guided`."""
 
     t: int
     full: bool
     units: Ranges
     reuse: tuple[str, ...] = ()
+    guided: bool = True
 
     @property
     def num_units(self) -> int:
@@ -55,21 +58,32 @@ class CacheStats:
     unit_evals: int
     units_per_step: int
     cached_units: tuple[int, ...] = ()
-    reused: tuple[str, ...] = ()  # sublayers whose outputs were reused (FORA, PAB, T-GATE)
+    reused: tuple[str, ...] = ()  # sublayers whose outputs were reused, whole or for some tokens (FORA, ToCa, ...)
+    # steps of a guided run that ran the conditional branch alone (T-GATE cfg=drop), and their unit evaluations
+    unguided_steps: int = 0
+    unguided_unit_evals: int = 0
 
     @property
     def ideal_speedup(self) -> float:
         """Unit evaluations without the cache / with it. A unit that runs with some sublayers reused counts
-        as run, so for sublayer caches this is a lower bound (``skipdit bench`` counts MACs instead)."""
-        return self.steps * self.units_per_step / self.unit_evals if self.unit_evals else 1.0
+        as run, so for sublayer caches (FORA, PAB, T-GATE, and ToCa, which recomputes some of the tokens of
+        every sublayer) this is a lower bound; ``skipdit bench`` counts MACs instead. In a guided run, a step
+        that dropped the unconditional branch evaluates its units once where the others evaluate them twice."""
+        if not self.unit_evals:
+            return 1.0
+        if self.unguided_steps:
+            return 2 * self.steps * self.units_per_step / (2 * self.unit_evals - self.unguided_unit_evals)
+        return self.steps * self.units_per_step / self.unit_evals
 
     @classmethod
-    def from_plan(cls, plan: Sequence[StepPlan], units_per_step: int) -> CacheStats:
+    def from_plan(cls, plan: Sequence[StepPlan], units_per_step: int, unguided: Collection[int] = ()) -> CacheStats:
+        """Stats of the steps ``plan``; ``unguided`` are the positions in it of the steps of a guided run that
+        ran the conditional branch alone."""
         full = sum(p.full for p in plan)
         ran = {u for p in plan if not p.full for start, stop in p.units for u in range(start, stop)}
         reused = {name for p in plan for name in p.reuse}
         return cls(len(plan), full, len(plan) - full, sum(p.num_units for p in plan), units_per_step,
-                   tuple(sorted(ran)), tuple(sorted(reused)))
+                   tuple(sorted(ran)), tuple(sorted(reused)), len(unguided), sum(plan[k].num_units for k in unguided))
 
     @classmethod
     def uncached(cls, steps: int, units_per_step: int) -> CacheStats:
@@ -83,6 +97,7 @@ class CacheStats:
             self.unit_evals + other.unit_evals, self.units_per_step,
             tuple(sorted(set(self.cached_units) | set(other.cached_units))),
             tuple(sorted(set(self.reused) | set(other.reused))),
+            self.unguided_steps + other.unguided_steps, self.unguided_unit_evals + other.unguided_unit_evals,
         )
 
     def summary(self) -> str:
@@ -90,6 +105,9 @@ class CacheStats:
             if self.cached_steps else ""
         if self.reused:
             ran += f" reusing {', '.join(self.reused)}"
+        if self.unguided_steps:
+            ran += (f"; {self.unguided_steps} steps ran the conditional branch alone (guidance dropped: no "
+                    "unconditional pass)")
         return (
             f"{self.full_steps} full / {self.cached_steps} cached steps{ran}, "
             f"{self.unit_evals} of {self.steps * self.units_per_step} unit evaluations, "
@@ -107,7 +125,7 @@ class NoState:
 
 @dataclass
 class SublayerState:
-    """The kept sublayer outputs of FORA, PAB and T-GATE, keyed ``(unit, sublayer name)``."""
+    """The kept sublayer outputs of FORA and PAB, keyed ``(unit, sublayer name)``."""
 
     kept: dict = field(default_factory=dict)
 
@@ -142,6 +160,11 @@ class CachePolicy:
         """The unit stack at one step, for one branch: its output and what ran (``step`` for a static policy;
         a policy that decides at run time says what it decided). ``state`` is this branch's ``State``."""
         raise NotImplementedError
+
+    def new_state(self, branch: str, states: dict[str, object]) -> object:
+        """The ``State`` of guidance branch ``branch``, made on its first call; ``states`` are the run's states
+        by branch (T-GATE's ``cfg=drop`` averages over them). Default: a fresh ``State()``."""
+        return self.State()
 
     def check_model(self, model) -> None:
         """Raise :class:`UserError` if this policy cannot be applied to ``model``."""
@@ -193,11 +216,20 @@ class CacheState:
     step: int = -1
     branches: dict[str, object] = field(default_factory=dict)  # branch name -> its policy.State
     done: dict[int, StepPlan] = field(default_factory=dict)  # what each step run so far did
+    called: dict[int, set[str]] = field(default_factory=dict)  # the branches each step called
 
     def begin_step(self, k: int) -> None:
         if not 0 <= k < len(self.plan):
             raise UserError(f"step {k} is outside the planned {len(self.plan)} steps")
         self.step = k
+
+    @property
+    def guided(self) -> bool:
+        """Whether the step under way runs classifier-free guidance (:attr:`StepPlan.guided`): the sampling loop
+        runs the conditional branch alone where it does not."""
+        if self.step < 0:
+            raise RuntimeError("CacheState.begin_step() must be called before the model")
+        return self.plan[self.step].guided
 
     def branch(self, name: str) -> Branch:
         """What the model's forward gets as ``cache=`` for a call of branch ``name``."""
@@ -208,7 +240,7 @@ class CacheState:
     def state_of(self, branch: str):
         """The policy's state of ``branch``, made on its first call."""
         if branch not in self.branches:
-            self.branches[branch] = self.policy.State()
+            self.branches[branch] = self.policy.new_state(branch, self.branches)
         return self.branches[branch]
 
     def run_units(self, model, h: torch.Tensor, c, branch: str = "cond") -> torch.Tensor:
@@ -216,6 +248,7 @@ class CacheState:
             raise RuntimeError("CacheState.begin_step() must be called before the model")
         out, ran = self.policy.run(model, h, c, self.plan[self.step], self.state_of(branch))
         self.record(ran)
+        self.called.setdefault(self.step, set()).add(branch)
         return out
 
     def record(self, ran: StepPlan) -> None:
@@ -224,8 +257,13 @@ class CacheState:
 
     @property
     def stats(self) -> CacheStats:
-        """Stats of the steps actually run so far (an interrupted run reports what it did)."""
-        return CacheStats.from_plan([self.done[k] for k in sorted(self.done)], self.units_per_step)
+        """Stats of the steps actually run so far (an interrupted run reports what it did). In a run that
+        guided (some step called an unconditional branch), the steps that called ``cond`` alone count as
+        unguided: measured from the calls, so a run without guidance has none."""
+        steps = sorted(self.done)
+        guided = any(name != "cond" for names in self.called.values() for name in names)
+        unguided = [i for i, k in enumerate(steps) if guided and self.called.get(k) == {"cond"}]
+        return CacheStats.from_plan([self.done[k] for k in steps], self.units_per_step, unguided)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ Spec strings are ``FAMILY[:ARGS]``:
   presets ``c2i``, ``c2v``, ``t2v``, ``t2i`` with the same keys as overrides (``c2i:N=4``), the official
   text-to-video form ``t2v:N2-700-50``; ``adaptive:threshold=0.05`` refreshes from the shallow features;
   ``taylor:N=3,order=2`` forecasts the deep state (``correct=``, ``mask=FCR...``: :mod:`skipdit.cache.taylor`).
-* Peers: ``fora:N=2``, ``delta:N=2,boundary=600``, ``deepcache:N=2,b=1`` (vanilla models),
-  ``pab:spatial=2,temporal=3,cross=6``, ``tgate:gate=10`` (text models), ``teacache:threshold=0.1``,
-  ``fbc:threshold=0.05``.
+* Peers: ``fora:N=2``, ``toca:N=3,ratio=0.3`` (token-wise), ``delta:N=2,boundary=600``, ``deepcache:N=2,b=1``
+  (vanilla models), ``pab:spatial=2,temporal=3,cross=6``, ``tgate:gate=10,cfg=drop`` (text models),
+  ``teacache:threshold=0.1``, ``fbc:threshold=0.05``.
 * ``none``.
 
 Every family reads its items through its policy's key table (``CachePolicy.keys``).
@@ -34,13 +34,14 @@ from .skip_cache import PRESET_RESPACING, PRESET_UNITS, PRESETS, SkipCache
 from .taylor import TaylorSkipCache
 from .teacache import TeaCache
 from .tgate import TGate
+from .toca import TokenCaching
 
 # family name -> parser(family, args, full_spec) -> policy
 CACHE_FAMILIES: Registry[Callable[[str, str, str], CachePolicy]] = Registry("cache")
 for _family in PRESETS:
     CACHE_FAMILIES.register(_family, SkipCache.parse)
 for _policy in (AdaptiveSkipCache, TaylorSkipCache, Fora, DeltaDiT, DeepCacheDiT, PyramidAttentionBroadcast, TGate,
-                TeaCache, FirstBlockCache):
+                TeaCache, FirstBlockCache, TokenCaching):
     CACHE_FAMILIES.register(_policy.family, _policy.parse)
 
 
@@ -80,7 +81,8 @@ class OfflinePlan:
 
     @property
     def stats(self) -> CacheStats:
-        return CacheStats.from_plan(self.steps, self.units)
+        """The plan's stats, guidance assumed on (so T-GATE's ``cfg=drop`` steps count as unguided)."""
+        return CacheStats.from_plan(self.steps, self.units, [k for k, step in enumerate(self.steps) if not step.guided])
 
     @property
     def step_list(self) -> str:

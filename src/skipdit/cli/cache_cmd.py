@@ -130,8 +130,10 @@ def run(args) -> int:
             print(f"{k:>4}  {step.t:>4}  {'full' if step.full else 'cached':<6}  {step.num_units:>3}  [{ranges}]")
     stats, units = offline.stats, offline.units
     print(f"{offline.policy.spec()}  ({len(offline.timesteps)} steps, {offline.step_list}, {units} units)")
+    unguided = (f"; {stats.unguided_steps} steps run the conditional branch alone (with guidance on, they halve)"
+                if stats.unguided_steps else "")
     print(f"full {stats.full_steps} / cached {stats.cached_steps}; unit evaluations {stats.unit_evals} "
-          f"of {stats.steps * units}; ideal speed-up {stats.ideal_speedup:.2f}x")
+          f"of {stats.steps * units}{unguided}; ideal speed-up {stats.ideal_speedup:.2f}x")
     warn_if_saves_nothing(args.spec, stats, offline.policy)
     return 0
 

@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import UserError
 from .config import ModelConfig
 from .latte import VideoContext, VideoStack, check_frames, to_spatial, to_temporal, unpatchify_frames
-from .layers import PatchEmbed, sincos_1d, sincos_2d, timestep_embedding
+from .layers import PatchEmbed, attend, sincos_1d, sincos_2d, take_rows, timestep_embedding
 from .skip import init_long_skips_, make_long_skips, scoped, sublayer
 
 
@@ -67,7 +67,9 @@ class LatteT2VConfig(ModelConfig):
 class SplitQKVAttention(nn.Module):
     """Multi-head attention with separate ``to_q``/``to_k``/``to_v`` and ``to_out.0`` (diffusers' names),
     where DiT's :class:`~skipdit.models.layers.Attention` fuses them into one ``qkv``. Keys and values come
-    from ``context`` when given (cross-attention); ``mask`` (N, L) bool marks the context tokens to attend to."""
+    from ``context`` when given (cross-attention); ``mask`` (N, L) bool marks the context tokens to attend to.
+    ``rows`` and ``received`` are :class:`~skipdit.models.layers.Attention`'s: the output at the tokens
+    ``rows`` (N, k) only, and the attention each key token received."""
 
     def __init__(self, dim: int, num_heads: int, context_dim: int | None = None, bias: bool = True):
         super().__init__()
@@ -77,13 +79,18 @@ class SplitQKVAttention(nn.Module):
         self.to_v = nn.Linear(context_dim or dim, dim, bias=bias)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                rows: torch.Tensor | None = None, received: bool = False):
         context = x if context is None else context
         heads = lambda z: z.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731  (N, H, L, d)
-        q, k, v = heads(self.to_q(x)), heads(self.to_k(context)), heads(self.to_v(context))
+        queries = x if rows is None else take_rows(x, rows)  # (N, Q, D)
+        q, k, v = heads(self.to_q(queries)), heads(self.to_k(context)), heads(self.to_v(context))
         attn_mask = None if mask is None else mask[:, None, None, :]  # (N, 1, 1, L)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.to_out[0](out.transpose(1, 2).flatten(2))  # (N, T, D)
+        merge = lambda o: self.to_out[0](o.transpose(1, 2).flatten(2))  # noqa: E731  (N, H, Q, d) -> (N, Q, D)
+        if received:
+            out, score = attend(q, k, v, attn_mask, received=True)
+            return merge(out), score
+        return merge(attend(q, k, v, attn_mask))
 
 
 class GELUProj(nn.Module):

@@ -33,8 +33,33 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)  # (N, C, H, W) -> (N, T, D)
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
+           received: bool = False):
+    """Multi-head attention of queries (N, H, Q, d) over keys and values (N, H, T, d): SDPA, or with
+    ``received=True`` the softmax written out, which also returns the attention each key token received, summed
+    over the queries and averaged over the heads, (N, T): ToCa's attention score (same MACs as SDPA's math
+    kernel, but the (N, H, Q, T) weights are materialised)."""
+    if not received:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    logits = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5  # (N, H, Q, T)
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    weights = logits.softmax(dim=-1)
+    return weights @ v, weights.sum(dim=-2).mean(dim=1)  # (N, H, Q, d), (N, T)
+
+
+def take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The tokens ``rows`` (N, k) of each sample of ``x`` (N, T, D): (N, k, D)."""
+    return x.gather(1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with a fused QKV projection and SDPA."""
+    """Multi-head self-attention with a fused QKV projection and SDPA.
+
+    ``rows`` (N, k) token indices: the output at those tokens only, their queries attending over the keys and
+    values of every token of ``x`` (ToCa's partial step: the Q and output projections and the attention run on
+    k tokens, the K/V projection on all T). ``received=True`` also returns the attention each token received
+    (:func:`attend`)."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -44,12 +69,20 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None, received: bool = False):
         n, t, d = x.shape
-        qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (N, H, T, d_head)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(n, t, d))  # (N, T, D)
+        heads = lambda z: z.unflatten(-1, (-1, self.num_heads, d // self.num_heads)).permute(2, 0, 3, 1, 4)  # noqa: E731
+        if rows is None:
+            q, k, v = heads(self.qkv(x)).unbind(0)  # 3 x (N, H, T, d_head)
+        else:  # the fused weight cut in two: queries of the k tokens, keys and values of all T
+            weight, bias = self.qkv.weight, self.qkv.bias
+            q = heads(F.linear(take_rows(x, rows), weight[:d], None if bias is None else bias[:d]))[0]
+            k, v = heads(F.linear(x, weight[d:], None if bias is None else bias[d:])).unbind(0)
+        merge = lambda o: self.proj(o.transpose(1, 2).flatten(2))  # noqa: E731  (N, H, Q, d) -> (N, Q, D)
+        if received:
+            out, score = attend(q, k, v, received=True)
+            return merge(out), score
+        return merge(attend(q, k, v))
 
 
 class Mlp(nn.Module):

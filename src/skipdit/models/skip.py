@@ -25,6 +25,9 @@ SKIP_INITS = ("torch_default", "xavier", "zero")
 # A sublayer memo lets a cache reuse the outputs of attention / MLP sublayers across steps. A block calls
 # ``memo(name, fn, *args)`` instead of ``fn(*args)``; the memo computes or returns a kept output. Names are
 # ``"attn"``, ``"cross_attn"``, ``"mlp"``, with a ``"temporal_"`` prefix in the temporal blocks of video models.
+# ``fn`` is the sublayer module and ``args[0]`` its (rows, tokens, D) input. MLPs act on each token alone; the
+# attention modules (names ending in ``attn``) also take ``rows=`` (rows, k) token indices, for their output at
+# those tokens only, and self-attention ``received=True``, for the attention each token received (ToCa).
 Memo = Callable[..., torch.Tensor]
 
 
