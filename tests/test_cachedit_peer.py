@@ -194,6 +194,8 @@ def test_bad_requests_fail_clearly():
         peer(dit(), Fn_compute_blocks=4)
     with pytest.raises(ValueError, match="F8B0 computes all 4"):
         peer(dit())  # cache-dit's default Fn
+    with pytest.raises(ValueError, match="Fn_compute_blocks >= 1 and Bn_compute_blocks >= 0, got F0B0"):
+        peer(dit(), Fn_compute_blocks=0)
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         CacheDitPeer(dit(), "dbcache", steps=0)
     with pytest.raises(ValueError, match="brings its own cache"):

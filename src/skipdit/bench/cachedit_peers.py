@@ -126,13 +126,12 @@ class CacheDitPeer(TransformerPeer):
         self._calls_per_run = steps * (2 if separate_cfg else 1)
         self._depth = len(self.transformer.transformer_blocks)
         cache_config, calibrator = self._configs(lib, steps, separate_cfg, dict(options))
-        kept = cache_config.Fn_compute_blocks + cache_config.Bn_compute_blocks
-        if cache_config.Fn_compute_blocks < 1 or cache_config.Bn_compute_blocks < 0:
-            raise UserError(f"cache-dit needs Fn_compute_blocks >= 1 and Bn_compute_blocks >= 0, got "
-                            f"F{cache_config.Fn_compute_blocks}B{cache_config.Bn_compute_blocks}")
-        if kept >= self._depth:
-            raise UserError(f"F{cache_config.Fn_compute_blocks}B{cache_config.Bn_compute_blocks} computes all "
-                            f"{self._depth} blocks of this model: nothing is left to cache")
+        first, last = cache_config.Fn_compute_blocks, cache_config.Bn_compute_blocks
+        if first < 1 or last < 0:
+            raise UserError(f"cache-dit needs Fn_compute_blocks >= 1 and Bn_compute_blocks >= 0, got F{first}B{last}")
+        if first + last >= self._depth:
+            raise UserError(f"F{first}B{last} computes all {self._depth} blocks of this model: "
+                            "nothing is left to cache")
         self._timestep: int | None = None  # of the last call
         self._calls = 0  # calls of the current run
         self._counts: Counter[str] = Counter()
