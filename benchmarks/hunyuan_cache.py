@@ -1,4 +1,5 @@
-"""Skip-Cache through the Hunyuan-DiT adapter (``skipdit.cache.enable``): measured speed-up and fidelity.
+"""Skip-Cache through the Hunyuan-DiT adapter (``skipdit.cache.enable``), and cache-dit's DBCache beside it:
+measured speed-up and fidelity.
 
 The models are diffusers ``HunyuanDiT2DModel``s with random weights, built here (nothing is downloaded):
 
@@ -25,9 +26,22 @@ median uncached seconds / median cached seconds; ideal speed-up and full / cache
 peak-to-peak (max - min) of the uncached latents, and the cosine similarity of the flattened latents.
 The weights are random, so this is a numerical check of the cache, not a statement about image quality.
 
+cache-dit (``pip install 'skipdit[cachedit]'``; skipped if it is missing): DBCache settings in cache-dit's short
+names (``--cache-dit F1B0_R0.08``: the first 1 and last 0 blocks always run, the middle ones are skipped while
+the first block's residual changed by less than 0.08 relative L1; cache-dit's default warm-up of 8 calls). It
+runs on a second copy of the model with the same weights (cache-dit's ``disable_cache`` leaves its own copies of
+the transformer's and the blocks' forwards behind, which Skip-Cache's adapter must not meet), through
+``cache_dit.enable_cache(transformer, cache_config=DBCacheConfig(..., num_inference_steps=steps))`` before each
+run and ``cache_dit.disable_cache`` after it; threshold 0 must reproduce the uncached latents exactly. Its
+"full / cached" are cache-dit's own counts of steps that ran or skipped the middle blocks, and its ideal
+speed-up is block calls without / with it, counted with forward pre-hooks (cache-dit does not call a block it
+skips); a setting that skipped nothing says so. With random weights the residuals change much more from step
+to step than a trained model's, so these thresholds may never be met.
+
 Cost: the reference run, the N=1 check, and per repeat one uncached run plus the specs (about 2.8 uncached
-runs for the default five), so ``--size base --repeats 3`` is about 13.5 uncached runs; one base run takes
-about 30 s on one busy CPU core (104M parameters, 100 steps, batch 2).
+runs for the default five), so ``--size base --repeats 3`` is about 13.5 uncached runs (plus up to one uncached
+run per cache-dit setting and repeat, and one for its check); one base run takes about 30 s on one busy CPU core
+(104M parameters, 100 steps, batch 2).
 
     python benchmarks/hunyuan_cache.py --size tiny --repeats 3
     OMP_NUM_THREADS=2 python benchmarks/hunyuan_cache.py --size base --repeats 3 --json hunyuan-base.json
@@ -36,8 +50,10 @@ about 30 s on one busy CPU core (104M parameters, 100 steps, batch 2).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+import re
 import statistics
 import time
 
@@ -48,6 +64,7 @@ from diffusers.models.embeddings import get_2d_rotary_pos_embed
 import skipdit.cache
 
 CACHES = ["t2i:N=2", "t2i:N=3", "t2i:N=4", "t2i:N=5", "t2i:N=6"]
+CACHE_DIT = ["F1B0_R0.08", "F1B0_R0.12", "F4B0_R0.12"]  # cache-dit DBCache settings (F<first>B<last>_R<threshold>)
 SEED = 0
 
 # HunyuanDiT2DModel arguments per size; text: (tokens, width) of the BERT and of the T5 embeddings
@@ -73,6 +90,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=tuple(SIZES), default="tiny")
     parser.add_argument("--caches", nargs="+", default=CACHES, help="Skip-Cache specs")
+    parser.add_argument("--cache-dit", nargs="*", default=CACHE_DIT, type=dbcache_setting, metavar="F<n>B<n>_R<x>",
+                        help="cache-dit DBCache settings (none: skip cache-dit)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the uncached loop and of each spec")
     parser.add_argument("--steps", type=int, default=100, help="DDPM steps")
     parser.add_argument("--cfg-scale", type=float, default=6.0)
@@ -81,6 +100,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's, OMP_NUM_THREADS)")
     parser.add_argument("--json", metavar="PATH", help="also write the setup and the rows here")
     return parser.parse_args()
+
+
+def dbcache_setting(text: str) -> str:
+    if not re.fullmatch(r"F\d+B\d+_R\d*\.?\d+", text):
+        raise argparse.ArgumentTypeError(f"a DBCache setting looks like F1B0_R0.08, got {text!r}")
+    return text
+
+
+def dbcache_config(setting: str, steps: int):
+    from cache_dit import DBCacheConfig
+
+    first, last, threshold = re.fullmatch(r"F(\d+)B(\d+)_R(.+)", setting).groups()
+    return DBCacheConfig(Fn_compute_blocks=int(first), Bn_compute_blocks=int(last),
+                         residual_diff_threshold=float(threshold), num_inference_steps=steps,
+                         enable_separate_cfg=False)  # guidance in one batch
 
 
 def build_model(size: str) -> diffusers.HunyuanDiT2DModel:
@@ -147,6 +181,24 @@ def cached_sample(model, scheduler, noise, inputs, cfg_scale, spec):
     return latents, seconds, stats
 
 
+def cachedit_sample(model, scheduler, noise, inputs, cfg_scale, setting):
+    """A run with cache-dit's DBCache ``setting`` on the transformer; returns latents, seconds, cache-dit's cached
+    steps and the block calls made (counted by pre-hooks on the blocks)."""
+    import cache_dit
+
+    calls = [0]
+    handles = [block.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)) for block in model.blocks]
+    cache_dit.enable_cache(model, cache_config=dbcache_config(setting, len(scheduler.timesteps)))
+    try:
+        latents, seconds = sample(model, scheduler, noise, inputs, cfg_scale)
+        cached_steps = len(cache_dit.summary(model, logging=False)[0].cached_steps)
+    finally:
+        cache_dit.disable_cache(model)
+        for handle in handles:
+            handle.remove()
+    return latents, seconds, cached_steps, calls[0]
+
+
 def psnr(x: torch.Tensor, reference: torch.Tensor) -> float:
     """PSNR (dB) of ``x`` against ``reference``, data range = peak-to-peak of ``reference``."""
     mse = torch.mean((x.double() - reference.double()) ** 2).item()
@@ -201,8 +253,24 @@ def main() -> None:
     print(f"sanity: t2i:N=1 reproduces the uncached latents exactly (max |diff| = {diff}, "
           f"{stats.full_steps} full steps)", flush=True)
 
+    cachedit_model = None
+    if args.cache_dit and importlib.util.find_spec("cache_dit") is None:
+        print("cache-dit is not installed (pip install 'skipdit[cachedit]'): its rows are skipped", flush=True)
+    elif args.cache_dit:
+        cachedit_model = build_model(args.size)  # the same weights; cache-dit patches this copy's forwards
+        same, _, cached, _ = cachedit_sample(cachedit_model, scheduler, noise, inputs, args.cfg_scale, "F1B0_R0")
+        diff = (same - reference).abs().max().item()
+        if diff != 0 or cached != 0:
+            raise AssertionError(f"cache-dit at threshold 0 should reproduce the uncached latents exactly: max |diff| "
+                                 f"= {diff}, {cached} cached steps")
+        print(f"sanity: cache-dit DBCache at threshold 0 reproduces the uncached latents exactly (a second copy of "
+              f"the model, max |diff| = {diff})", flush=True)
+    blocks = cfg.num_layers * len(timesteps)  # block calls of an uncached run
+
     uncached_seconds, drift = [], 0.0
     rows = [{"model": args.size, "cache": spec, "seconds": []} for spec in args.caches]
+    cd_rows = [{"model": args.size, "cache": f"cache-dit DBCache {setting}", "setting": setting, "seconds": []}
+               for setting in (args.cache_dit if cachedit_model is not None else [])]
     for repeat in range(args.repeats):
         latents, seconds = sample(model, scheduler, noise, inputs, args.cfg_scale)
         uncached_seconds.append(seconds)
@@ -214,8 +282,16 @@ def main() -> None:
             row.update(full_steps=stats.full_steps, cached_steps=stats.cached_steps, ideal=stats.ideal_speedup,
                        psnr=psnr(latents, reference), cosine=cosine(latents, reference))
             line.append(f"{row['cache']} {seconds:.2f} s")
+        for row in cd_rows:
+            latents, seconds, cached, calls = cachedit_sample(cachedit_model, scheduler, noise, inputs, args.cfg_scale,
+                                                              row["setting"])
+            row["seconds"].append(seconds)
+            row.update(full_steps=len(timesteps) - cached, cached_steps=cached, ideal=blocks / calls,
+                       psnr=psnr(latents, reference), cosine=cosine(latents, reference))
+            line.append(f"{row['cache']} {seconds:.2f} s")
         print(", ".join(line), flush=True)
     uncached = statistics.median(uncached_seconds)
+    rows += cd_rows
     for row in rows:
         row["measured"] = uncached / statistics.median(row["seconds"])
     total = time.perf_counter() - tic
@@ -229,6 +305,9 @@ def main() -> None:
     for r in rows:
         print(f"| {r['model']} | `{r['cache']}` | {r['full_steps']} / {r['cached_steps']} | {r['ideal']:.2f}x "
               f"| {r['measured']:.2f}x | {r['psnr']:.1f} | {r['cosine']:.6f} |")
+    for r in cd_rows:
+        if not r["cached_steps"]:
+            print(f"{r['cache']} never skipped a block: its threshold was never met on this random model")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({**setup, "uncached_seconds": uncached_seconds, "wall_seconds": total, "rows": rows},

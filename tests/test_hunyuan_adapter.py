@@ -1,4 +1,5 @@
-"""Skip-Cache on diffusers' HunyuanDiT2DModel and HunyuanDiTPipeline, through skipdit.cache.enable."""
+"""Skip-Cache on diffusers' HunyuanDiT2DModel and HunyuanDiTPipeline, through skipdit.cache.enable (and cache-dit's
+DBCache beside it on the same tiny pipeline)."""
 
 import inspect
 
@@ -157,8 +158,7 @@ def test_bad_uses_are_clear_errors():
 
 
 # -- the pipeline ----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pipe():
+def tiny_pipeline():
     vae = diffusers.AutoencoderKL(block_out_channels=(8,), layers_per_block=1, latent_channels=4,
                                   norm_num_groups=8, down_block_types=("DownEncoderBlock2D",),
                                   up_block_types=("UpDecoderBlock2D",))
@@ -170,6 +170,11 @@ def pipe():
                                         requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
 
 
 def run_pipe(pipe, steps=10, seed=0):
@@ -201,6 +206,34 @@ def test_pipeline_cache_engages_resets_per_call_and_disables(pipe):
     cache.disable(pipe)
     assert "step" not in vars(pipe.scheduler) and "set_timesteps" not in vars(pipe.scheduler)
     torch.testing.assert_close(run_pipe(pipe), base, rtol=0, atol=0)
+
+
+def test_cache_dit_dbcache_beside_it_engages_resets_per_call_and_disables():
+    """cache-dit's DBCache on the same tiny pipeline (cache-dit supports HunyuanDiT* as they are). A threshold of 1
+    takes every call after the warm-up as similar, so the counts are exact; the weights are random, so this says
+    nothing about quality. cache-dit's disable_cache restores the output but leaves its own copies of the
+    forwards (its HunyuanDiTPatchFunctor) on the transformer and its blocks: a fresh pipeline here."""
+    cache_dit = pytest.importorskip("cache_dit")
+    pipe = tiny_pipeline()
+    base = run_pipe(pipe)
+    counts = count_computations(pipe.transformer)
+    config = cache_dit.DBCacheConfig(Fn_compute_blocks=1, Bn_compute_blocks=1, residual_diff_threshold=1.0,
+                                     max_warmup_steps=4)
+    cache_dit.enable_cache(pipe, cache_config=config)
+    try:
+        first = run_pipe(pipe)
+        assert counts == [10, 4, 4, 4, 4, 10]  # cached steps 4..9 run the first and the last block only
+        assert cache_dit.summary(pipe, logging=False)[0].cached_steps == [4, 5, 6, 7, 8, 9]
+        assert not torch.allclose(first, base)
+        counts[:] = [0] * LAYERS
+        second = run_pipe(pipe)  # cache-dit's wrapper of the pipeline's call starts a fresh context
+        torch.testing.assert_close(second, first, rtol=0, atol=0)
+        assert counts == [10, 4, 4, 4, 4, 10]
+    finally:
+        cache_dit.disable_cache(pipe)
+    counts[:] = [0] * LAYERS
+    torch.testing.assert_close(run_pipe(pipe), base, rtol=0, atol=0)
+    assert counts == [10] * LAYERS and "forward" in vars(pipe.transformer.blocks[0])
 
 
 def test_official_t2i_schedule_on_the_pipeline_timesteps(pipe):

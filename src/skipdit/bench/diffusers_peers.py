@@ -118,40 +118,25 @@ class PeerReport:
         )
 
 
-class DiffusersPeer(nn.Module):
-    """Our vanilla ``model`` as the diffusers transformer with diffusers' cache ``method`` applied.
+class TransformerPeer(nn.Module):
+    """Our vanilla ``model`` as the equivalent diffusers ``transformer``, driven by an external cache library.
 
-    ``options`` go to the diffusers config (``PyramidAttentionBroadcastConfig``, ``FirstBlockCacheConfig``,
-    ``MagCacheConfig``, ``FasterCacheConfig``) over the defaults above; the timestep callbacks belong to
-    the peer. Use it as the model of :func:`skipdit.generate` with ``cache=None``. It implements the model
-    protocol (:class:`skipdit.protocol.DiffusionModel`) by asking the model it converts, except the unit
-    seams, which belong to diffusers' hooks here: skipdit's caches cannot act on a peer.
+    The base of the external peers (:class:`DiffusersPeer`, :class:`skipdit.bench.cachedit_peers.CacheDitPeer`):
+    use one as the model of :func:`skipdit.generate` with ``cache=None``. It implements the model protocol
+    (:class:`skipdit.protocol.DiffusionModel`) by asking the model it converts, except the unit seams, which
+    belong to the library's hooks here: skipdit's caches cannot act on a peer. A subclass says what its
+    hooks reused (``report()``, whose ``summary()`` is one line) and whether they reused anything
+    (``engaged``).
     """
 
+    library: str  # whose cache: named in the bench's reasons
     has_long_skips = False  # diffusers' transformers have none
     sublayers: tuple[str, ...] = ()  # no skipdit memo reaches diffusers' attention modules
 
-    def __init__(self, model: nn.Module, method: str, **options: Any):
+    def __init__(self, model: nn.Module, transformer: nn.Module):
         super().__init__()
-        family = model.config.family
-        valid = "; ".join(f"{name}: {', '.join(methods)}" for name, methods in METHODS.items())
-        if family not in METHODS or method not in METHODS[family]:
-            raise UserError(f"no diffusers peer {method!r} for {family}; the pairs that work (peers §2.5): {valid}")
-        if model.has_long_skips:
-            raise UserError("diffusers' transformers have no long skips: a diffusers peer wraps a vanilla model")
-        lib = _diffusers()
-        self.family, self.method = family, method
         self.__dict__["model"] = model  # the model it stands in for, not a submodule (its weights are converted)
-        self.transformer = _build_dit(model) if family == "DiT" else _build_latte_t2v(model, lib)
-        self._timestep: int | None = None  # of the current call: what the timestep callbacks read
-        self._pass = 0  # index of the current call within its denoising step
-        self._step = -1  # index of the current step within its run
-        self._fresh = True  # no call since the last reset
-        self._runs = 0
-        self._counts: Counter[str] = Counter()
-        self._rows_seen = 0  # batch rows the first layer saw in the current call
-        self._options = self._enable(lib, dict(options))
-        self._install_counters()
+        self.transformer = transformer
 
     # -- the model protocol: what generate(), guidance and the bench read ---------------------------------
     config = property(lambda self: self.model.config)
@@ -168,14 +153,48 @@ class DiffusersPeer(nn.Module):
         return self.model.sample_shape(num_frames)
 
     def run_units(self, h, ctx, start=0, stop=None, skips=None, memo=None):
-        raise UserError("a diffusers peer brings its own cache: skipdit's caches cannot run its units")
+        raise UserError("an external peer brings its own cache: skipdit's caches cannot run its units")
 
     def first_block_input(self, h, ctx):
-        raise UserError("a diffusers peer brings its own cache: skipdit's caches cannot read its blocks")
+        raise UserError("an external peer brings its own cache: skipdit's caches cannot read its blocks")
 
     def repeated_blocks(self):
         for name in _BLOCK_LISTS:
             yield from getattr(self.transformer, name, ())
+
+    def _call_dit(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.transformer(x, timestep=t, class_labels=y, return_dict=False)[0]  # (N, C_out, H, W)
+
+
+class DiffusersPeer(TransformerPeer):
+    """Our vanilla ``model`` as the diffusers transformer with diffusers' cache ``method`` applied.
+
+    ``options`` go to the diffusers config (``PyramidAttentionBroadcastConfig``, ``FirstBlockCacheConfig``,
+    ``MagCacheConfig``, ``FasterCacheConfig``) over the defaults above; the timestep callbacks belong to
+    the peer.
+    """
+
+    library = "diffusers"
+
+    def __init__(self, model: nn.Module, method: str, **options: Any):
+        family = model.config.family
+        valid = "; ".join(f"{name}: {', '.join(methods)}" for name, methods in METHODS.items())
+        if family not in METHODS or method not in METHODS[family]:
+            raise UserError(f"no diffusers peer {method!r} for {family}; the pairs that work (peers §2.5): {valid}")
+        if model.has_long_skips:
+            raise UserError("diffusers' transformers have no long skips: a diffusers peer wraps a vanilla model")
+        lib = _diffusers()
+        super().__init__(model, build_dit(model) if family == "DiT" else _build_latte_t2v(model, lib))
+        self.family, self.method = family, method
+        self._timestep: int | None = None  # of the current call: what the timestep callbacks read
+        self._pass = 0  # index of the current call within its denoising step
+        self._step = -1  # index of the current step within its run
+        self._fresh = True  # no call since the last reset
+        self._runs = 0
+        self._counts: Counter[str] = Counter()
+        self._rows_seen = 0  # batch rows the first layer saw in the current call
+        self._options = self._enable(lib, dict(options))
+        self._install_counters()
 
     # -- cache setup ----------------------------------------------------------------------------------
     def _enable(self, lib, options: dict[str, Any]) -> dict[str, Any]:
@@ -185,11 +204,11 @@ class DiffusersPeer(nn.Module):
                 raise UserError(f"method 'none' takes no options, got {sorted(options)}")
             return {}
         if self.method == "pab":
-            config = _config(hooks.PyramidAttentionBroadcastConfig, {**_PAB_DEFAULTS[self.family], **options},
+            config = config_from(hooks.PyramidAttentionBroadcastConfig, {**_PAB_DEFAULTS[self.family], **options},
                              current_timestep_callback=self._current_timestep)
             hooks.apply_pyramid_attention_broadcast(self.transformer, config)
         elif self.method == "fbc":
-            hooks.apply_first_block_cache(self.transformer, _config(hooks.FirstBlockCacheConfig, options))
+            hooks.apply_first_block_cache(self.transformer, config_from(hooks.FirstBlockCacheConfig, options))
         elif self.method == "magcache":
             if options.get("mag_ratios") is None and not options.get("calibrate", False):
                 raise UserError("MagCache needs mag_ratios for this model and sampler: get them with "
@@ -198,9 +217,9 @@ class DiffusersPeer(nn.Module):
                 if options.get("mag_ratios") is None:
                     raise UserError("pass num_inference_steps (the number of sampling steps) with calibrate=True")
                 options["num_inference_steps"] = len(options["mag_ratios"])
-            hooks.apply_mag_cache(self.transformer, _config(hooks.MagCacheConfig, options))
+            hooks.apply_mag_cache(self.transformer, config_from(hooks.MagCacheConfig, options))
         elif self.method == "fastercache":
-            config = _config(hooks.FasterCacheConfig, {**_FASTERCACHE_DEFAULTS, **options},
+            config = config_from(hooks.FasterCacheConfig, {**_FASTERCACHE_DEFAULTS, **options},
                              current_timestep_callback=self._current_timestep)
             hooks.apply_faster_cache(self.transformer, config)
         return options
@@ -287,9 +306,6 @@ class DiffusersPeer(nn.Module):
         self._counts["half_batch_forwards"] += int(self._rows_seen < rows)
         return out
 
-    def _call_dit(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.transformer(x, timestep=t, class_labels=y, return_dict=False)[0]  # (N, C_out, H, W)
-
     def _call_latte(
         self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -322,7 +338,7 @@ class DiffusersPeer(nn.Module):
         return self.report().reused > 0
 
 
-def _config(cls, options: dict[str, Any], **owned: Any):
+def config_from(cls, options: dict[str, Any], **owned: Any):
     """``cls(**options, **owned)``, with unknown or peer-owned option names as a ``ValueError``."""
     valid = sorted(f.name for f in dataclasses.fields(cls) if not f.name.startswith("_") and f.name not in owned)
     bad = sorted(set(options) - set(valid))
@@ -339,7 +355,8 @@ def _swap_halves(v: torch.Tensor | None) -> torch.Tensor | None:
     return torch.cat([second, first])
 
 
-def _build_dit(model: nn.Module) -> nn.Module:
+def build_dit(model: nn.Module) -> nn.Module:
+    """diffusers' ``DiTTransformer2DModel`` with our DiT's weights (the same function: ``convert.diffusers``)."""
     from ..convert.diffusers import build_diffusers_dit
 
     return build_diffusers_dit(model)

@@ -5,9 +5,9 @@ For each method the harness runs, in one process:
 * a *counted* run (untimed): the samples for fidelity, the MACs the run executed (torch's FLOP counter,
   attention through the math kernel so it is counted; MACs = FLOPs / 2), and the features entering the
   output layer at every step, compared with the uncached run's (the paper's Figure 1a);
-* ``repeats`` *timed* runs, each right after a timed uncached run of the same model (for a diffusers
-  peer: the same diffusers transformer without its hook), so slow drifts of the machine hit both; the
-  measured speed-up is the ratio of the medians.
+* ``repeats`` *timed* runs, each right after a timed uncached run of the same model (for an external peer,
+  diffusers' hooks or cache-dit: the same diffusers transformer without a cache), so slow drifts of the
+  machine hit both; the measured speed-up is the ratio of the medians.
 
 Fidelity is against the uncached output of the model the method runs on: PSNR, SSIM, LPIPS (with local
 weights), and for the digits models the evaluator's accuracy and FDD. The ideal speed-up is uncached
@@ -37,23 +37,27 @@ from ..models import DiT, Latte, LatteT2V
 from ..sampling import Condition, Generation, Runtime, Sampling, cycle, generate
 from ..timing import interleaved
 from ..tuning import calibrate_teacache
+from .cachedit_peers import setting_name
 
 
 class NotApplicable(Exception):
-    """The method cannot act on this model (Δ-DiT on long skips, T-GATE without text ...), or a diffusers
-    hook silently did nothing (peers §2.5): the bench lists it with the reason instead of a row."""
+    """The method cannot act on this model (Δ-DiT on long skips, T-GATE without text, a peer library that is
+    not installed ...), or an external peer's hook silently did nothing (peers §2.5): the bench lists it with
+    the reason instead of a row."""
 
 
 @dataclass(frozen=True)
 class Method:
-    """One row: ``spec`` (our cache) or ``diffusers`` (a diffusers peer: method name and options) on
-    the ``model`` or the ``baseline`` model. ``family`` groups the settings of one method in the plots."""
+    """One row: ``spec`` (our cache), ``diffusers`` (a diffusers peer: method name and options) or ``cachedit``
+    (a cache-dit peer: the same) on the ``model`` or the ``baseline`` model. ``family`` groups the settings of
+    one method in the plots."""
 
     family: str
     setting: str
     on: str = "baseline"
     spec: str | None = None
     diffusers: tuple[str, tuple[tuple[str, object], ...]] | None = None
+    cachedit: tuple[str, tuple[tuple[str, object], ...]] | None = None
 
     @property
     def label(self) -> str:
@@ -63,7 +67,10 @@ class Method:
     def batch_dependent(self) -> bool:
         """Whether the method decides from one indicator over the whole batch, so a sample's output depends
         on the other samples of its batch: our run-time policies, and diffusers' First-Block-Cache, whose
-        residual change is an abs-mean over the whole tensor (reference peers.md)."""
+        residual change is an abs-mean over the whole tensor (reference peers.md), and every cache-dit cache,
+        whose residual differences are too."""
+        if self.cachedit is not None:
+            return True
         if self.diffusers is not None:
             return self.diffusers[0] == "fbc"
         policy = parse_cache(self.spec)
@@ -96,12 +103,25 @@ DIFFUSERS: dict[str, tuple[str, tuple[dict, ...]]] = {
     "hf-magcache": ("diffusers MagCache", ({"threshold": 0.06}, {"threshold": 0.12})),
     "hf-fastercache": ("diffusers FasterCache", ({},)),
 }
+# cache-dit (skipdit.bench.cachedit_peers), on the baseline model: diffusers' DiT with cache-dit's caches, at its
+# default warm-up (8 calls) and limits (none). F1B0 is cache-dit's fastest DBCache and F8B0 its default, meant for a
+# 28-block DiT-XL: on fewer blocks than F + B + 1 a setting leaves nothing to cache and is listed as not run.
+CACHE_DIT: dict[str, tuple[str, tuple[dict, ...]]] = {
+    "cd-dbcache": ("cache-dit DBCache", tuple(
+        dict(Fn_compute_blocks=f, Bn_compute_blocks=0, residual_diff_threshold=r)
+        for f, r in ((1, 0.05), (1, 0.08), (1, 0.12), (4, 0.08), (8, 0.08)))),
+    "cd-taylorseer": ("cache-dit DBCache+TaylorSeer", tuple(
+        dict(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=r, taylorseer_order=o)
+        for r, o in ((0.12, 1), (0.12, 2), (0.2, 1)))),
+    "cd-dbprune": ("cache-dit DBPrune", tuple(
+        dict(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=r) for r in (0.05, 0.08))),
+}
 
 
 def select_methods(names: str, steps: int) -> list[Method]:
-    """``"all"``, family names (``"skip,fora,hf-pab"``) or explicit specs (``"fora:N=5"``, run on the
+    """``"all"``, family names (``"skip,fora,hf-pab,cd-dbcache"``) or explicit specs (``"fora:N=5"``, run on the
     baseline model; ``skip:`` / ``adaptive:`` / preset specs on the model), comma-separated."""
-    chosen = list(FAMILIES) + list(DIFFUSERS) if names.strip() == "all" else _split(names)
+    chosen = [*FAMILIES, *DIFFUSERS, *CACHE_DIT] if names.strip() == "all" else _split(names)
     methods = []
     for name in chosen:
         if name in FAMILIES:
@@ -114,6 +134,11 @@ def select_methods(names: str, steps: int) -> list[Method]:
             for options in settings:
                 shown = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
                 methods.append(Method(family, shown, "baseline", None, (name[3:], tuple(options.items()))))
+        elif name in CACHE_DIT:
+            family, settings = CACHE_DIT[name]
+            for options in settings:
+                peer = (name[3:], tuple(options.items()))
+                methods.append(Method(family, setting_name(options), "baseline", cachedit=peer))
         else:
             policy = parse_cache(name)  # a spec: fails with the list of families if malformed
             if policy is None:
@@ -123,7 +148,7 @@ def select_methods(names: str, steps: int) -> list[Method]:
             methods.append(Method(shown, name.partition(":")[2] or "defaults", on, name))
     if not methods:
         raise UserError(f"--caches {names!r} names no method; use 'all', families ({', '.join(FAMILIES)}, "
-                        f"{', '.join(DIFFUSERS)}) or specs such as fora:N=5")
+                        f"{', '.join(DIFFUSERS)}, {', '.join(CACHE_DIT)}) or specs such as fora:N=5")
     return methods
 
 
@@ -172,10 +197,10 @@ class Counted:
 
 def _output_layer(model) -> torch.nn.Module:
     """The layer the final hidden state enters: ours (DiT, Latte: ``final_layer``; Latte-T2V: ``norm_out``), or
-    a diffusers peer's transformer's (``norm_out``)."""
-    from .diffusers_peers import DiffusersPeer
+    an external peer's diffusers transformer's (``norm_out``)."""
+    from .diffusers_peers import TransformerPeer
 
-    if isinstance(model, DiffusersPeer):
+    if isinstance(model, TransformerPeer):
         return model.transformer.norm_out
     if isinstance(model, (DiT, Latte)):
         return model.final_layer
@@ -197,7 +222,7 @@ def _features_entering_head(model, into: list[torch.Tensor]):
 
 def counted_run(model, run: Callable[[], Generation]) -> Counted:
     """``run()`` under the FLOP counter (attention through the math kernel, so it is counted), recording
-    the features that enter ``model``'s output layer (a diffusers peer's: its transformer's)."""
+    the features that enter ``model``'s output layer (an external peer's: its transformer's)."""
     recorded: list[torch.Tensor] = []
     recorder = _features_entering_head(model, recorded)
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), recorder:
@@ -256,9 +281,9 @@ class Bench:
 
     def run(self, method: Method, prepare: Callable[[Method, object], tuple[object, object, object]]) -> Row:
         """One row. ``prepare(method, model)`` gives the module to sample with (``net``), its cache policy, and
-        the uncached module its timing is compared with (the model itself, or for a diffusers peer the same
-        diffusers transformer without a hook, so the speed-up measures the cache, not the implementation)."""
-        from .diffusers_peers import DiffusersPeer
+        the uncached module its timing is compared with (the model itself, or for an external peer the same
+        diffusers transformer without a cache, so the speed-up measures the cache, not the implementation)."""
+        from .diffusers_peers import TransformerPeer
 
         on = method.on if method.on in self.models else "model"
         model = self.models[on]
@@ -281,9 +306,9 @@ class Bench:
                   full_steps=out.stats.full_steps, cached_steps=out.stats.cached_steps,
                   reused=", ".join(out.stats.reused), similarity=step_similarity(ref.features, counted.features),
                   batch_dependent=method.batch_dependent)
-        if isinstance(net, DiffusersPeer):  # what its hooks reused
+        if isinstance(net, TransformerPeer):  # what its hooks reused
             if not net.engaged:
-                raise NotApplicable(f"the diffusers hook never engaged here ({net.report().summary()})")
+                raise NotApplicable(f"the {net.library} hook never engaged here ({net.report().summary()})")
             row.reused = net.report().summary()
             row.full_steps = row.cached_steps = None  # the hooks decide per block, not per step
         self._quality(row, out, on)
@@ -350,7 +375,8 @@ class Preparer:
     """``preparer(method, model)``: the method as (the module to sample with, its cache policy or ``None``, the
     uncached module its timing is compared with). Fits what a method needs per model on its own calibration
     seeds, never the evaluation seeds, with the bench's condition and settings: TeaCache's polynomial (when
-    the spec gives none) and MagCache's ratios."""
+    the spec gives none) and MagCache's ratios. The external peers are timed against one diffusers transformer
+    per model without a cache."""
 
     def __init__(self, bench: Bench, calibration_seeds: Sequence[int]):
         self.bench, self.seeds = bench, list(calibration_seeds)
@@ -358,6 +384,14 @@ class Preparer:
         self._plain: dict[int, object] = {}  # model -> its diffusers transformer without a hook
 
     def __call__(self, method: Method, model):
+        if method.cachedit is not None:
+            from .cachedit_peers import CacheDitPeer
+
+            sampling = self.bench.sampling
+            separate = not sampling.batched_guidance and sampling.guidance_for(model) != 1.0
+            peer = CacheDitPeer(model, method.cachedit[0], steps=sampling.make_sampler(model).model_calls,
+                                separate_cfg=separate, **dict(method.cachedit[1]))
+            return peer, None, self._plain_transformer(model)
         if method.diffusers is not None:
             from .diffusers_peers import DiffusersPeer
 
@@ -369,14 +403,18 @@ class Preparer:
             name, options = method.diffusers[0], dict(method.diffusers[1])
             if name == "magcache":
                 options.setdefault("mag_ratios", self._fit("magcache", model))
-            peer = DiffusersPeer(model, name, **options)
-            if id(model) not in self._plain:
-                self._plain[id(model)] = DiffusersPeer(model, "none")
-            return peer, None, self._plain[id(model)]
+            return DiffusersPeer(model, name, **options), None, self._plain_transformer(model)
         policy = parse_cache(method.spec)
         if isinstance(policy, TeaCache) and "coef=" not in method.spec:
             policy = dataclasses.replace(policy, coefficients=self._fit("teacache", model))
         return model, policy, model
+
+    def _plain_transformer(self, model):
+        from .diffusers_peers import DiffusersPeer
+
+        if id(model) not in self._plain:
+            self._plain[id(model)] = DiffusersPeer(model, "none")
+        return self._plain[id(model)]
 
     def _fit(self, what: str, model):
         key = (what, id(model))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..bench.harness import DIFFUSERS, FAMILIES, Bench, Preparer, run_bench, select_methods
+from ..bench.harness import CACHE_DIT, DIFFUSERS, FAMILIES, Bench, Preparer, run_bench, select_methods
 from ..bench.report import write_report
 from ..convert import load
 from ..distributed import check_device
@@ -40,8 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="digits/Skip-DiT", help="the Skip-DiT model: " + MODEL_HELP)
     p.add_argument("--baseline-model",
                    help="the vanilla model the peers run on, " + MODEL_HELP + " (default: the --model itself)")
-    p.add_argument("--caches", default="all", help=f"'all', families ({', '.join([*FAMILIES, *DIFFUSERS])}) or "
-                   "specs such as fora:N=5, comma-separated")
+    families = ", ".join([*FAMILIES, *DIFFUSERS, *CACHE_DIT])
+    p.add_argument("--caches", default="all", help=f"'all', families ({families}) or specs such as fora:N=5, "
+                   "comma-separated")
     p.add_argument("--seeds", default="0-63", help="evaluation seeds")
     p.add_argument("--calibration-seeds", default="1000-1003",
                    help="seeds for TeaCache's and MagCache's fits, apart from the evaluation seeds")
