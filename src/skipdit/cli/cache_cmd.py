@@ -14,7 +14,7 @@ from ..cache.families import plan_offline
 from ..errors import UserError
 from ..io import parse_int_list
 from ..savings import warn_if_saves_nothing
-from ..tuning import FAMILIES, SELECTIONS, calibrate_teacache, tune
+from ..tuning import DEFAULT_ORDERS, FAMILIES, SELECTIONS, calibrate_teacache, tune
 from . import options
 from .common import MAX_SEEDS, check_out_file, finite_float, nonnegative_float, positive_int
 from .help import examples
@@ -77,7 +77,7 @@ def add_parser(sub) -> None:
     g.add_argument("--family", choices=FAMILIES, default="skip",
                    help="the schedules searched: Skip-Cache and its presets (their windows), or taylor, the "
                    "forecasting Skip-Cache (default: skip)")
-    g.add_argument("--orders", default="0-2", help="--family taylor: forecast orders to try")
+    g.add_argument("--orders", help="--family taylor: forecast orders to try (default: 0-2)")
     g.add_argument("--masks", action="store_true",
                    help="--family taylor: also per-step masks whose full steps thin out (or thicken) over sampling, "
                    "with and without whole-step reuse")
@@ -155,9 +155,9 @@ def _load(args):
 def run_tune(args) -> int:
     intervals = parse_int_list(args.intervals, "intervals", limit=MAX_SEARCH)
     branches = parse_int_list(args.branches, "branches", limit=MAX_SEARCH) if args.branches else None
-    orders = parse_int_list(args.orders, "orders", limit=MAX_SEARCH)
-    if args.family != "taylor" and (args.masks or args.orders != "0-2"):
+    if args.family != "taylor" and (args.masks or args.orders is not None):
         raise UserError("--orders and --masks search the forecasting family: add --family taylor")
+    orders = DEFAULT_ORDERS if args.orders is None else parse_int_list(args.orders, "orders", limit=MAX_SEARCH)
     if args.json is not None:  # before the search, which samples for minutes
         check_out_file(args.json, "--json")
     model, seeds, condition, settings = _load(args)
