@@ -103,10 +103,28 @@ def test_the_hybrid_correction_is_exact_when_the_deep_state_moves_with_the_shall
 
 def test_order_0_is_skip_cache_bit_for_bit():
     model = skipdit.load("digits/Skip-DiT")
-    for sampling in (Sampling(sampler="ddim", steps=10), Sampling(sampler="dpm++2m", steps=8)):
+    for sampling in (Sampling(sampler="ddim", steps=10), Sampling(sampler="dpm++2m", steps=8),
+                     Sampling(sampler="heun", steps=6)):  # Heun: two calls per step
         ref = generate(model, [0, 1], [3, 7], sampling=sampling, cache="skip:N=3")
         out = generate(model, [0, 1], [3, 7], sampling=sampling, cache="taylor:N=3,order=0")
         assert torch.equal(out.samples, ref.samples) and out.stats == ref.stats
+
+
+def test_two_calls_per_step_keep_the_first_calls_state(monkeypatch):
+    """Heun calls the model twice per step; the forecast keeps one state per full step, the first call's (at the
+    step's timestep), so its points have distinct timesteps."""
+    kept = []
+    original = TaylorSkipCache.run
+
+    def spy(self, model, h, c, step, state):
+        out = original(self, model, h, c, step, state)
+        kept.append([t for t, *_ in state.history])
+        return out
+
+    monkeypatch.setattr(TaylorSkipCache, "run", spy)
+    generate(skipdit.load("digits/Skip-DiT"), [0], [3], sampling=Sampling(sampler="heun", steps=6),
+             cache="taylor:N=2,order=2")
+    assert all(len(set(ts)) == len(ts) for ts in kept) and max(map(len, kept)) == 3
 
 
 def test_forecasting_beats_reuse_on_the_built_in_model():
