@@ -85,6 +85,10 @@ def test_select_methods_families_specs_and_errors():
     assert {"Skip-Cache", "FORA", "Δ-DiT", "DeepCache-style", "PAB", "T-GATE", "TeaCache", "First-Block-Cache",
             "Adaptive Skip-Cache", "diffusers PAB", "diffusers FBC", "diffusers MagCache"} <= families
     assert [m.spec for m in select_methods("fora:N=2,start=900,fbc", 50)][:1] == ["fora:N=2,start=900"]
+    extended = select_methods("all,taylor:order=2,mask=FCRC,fora:N=5", 50)
+    assert extended[:len(all_methods)] == all_methods
+    assert [(m.family, m.spec, m.on) for m in extended[len(all_methods):]] == [
+        ("Forecasting Skip-Cache", "taylor:order=2,mask=FCRC", "model"), ("FORA", "fora:N=5", "baseline")]
     with pytest.raises(ValueError, match="cache"):
         select_methods("nonsense", 50)
 

@@ -120,8 +120,10 @@ CACHE_DIT: dict[str, tuple[str, tuple[dict, ...]]] = {
 
 def select_methods(names: str, steps: int) -> list[Method]:
     """``"all"``, family names (``"skip,fora,hf-pab,cd-dbcache"``) or explicit specs (``"fora:N=5"``, run on the
-    baseline model; ``skip:`` / ``adaptive:`` / preset specs on the model), comma-separated."""
-    chosen = [*FAMILIES, *DIFFUSERS, *CACHE_DIT] if names.strip() == "all" else _split(names)
+    baseline model; ``skip:`` / ``adaptive:`` / preset specs on the model), comma-separated; ``"all,taylor:N=6"``
+    adds specs to every family."""
+    chosen = [name for item in _split(names) for name in ([*FAMILIES, *DIFFUSERS, *CACHE_DIT] if item == "all"
+                                                          else [item])]
     methods = []
     for name in chosen:
         if name in FAMILIES:

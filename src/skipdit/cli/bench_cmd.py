@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
                    help="the vanilla model the peers run on, " + MODEL_HELP + " (default: the --model itself)")
     families = ", ".join([*FAMILIES, *DIFFUSERS, *CACHE_DIT])
     p.add_argument("--caches", default="all", help=f"'all', families ({families}) or specs such as fora:N=5, "
-                   "comma-separated")
+                   "comma-separated ('all,taylor:N=6' adds a spec to every family)")
     p.add_argument("--seeds", default="0-63", help="evaluation seeds")
     p.add_argument("--calibration-seeds", default="1000-1003",
                    help="seeds for TeaCache's and MagCache's fits, apart from the evaluation seeds")
