@@ -8,8 +8,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from skipdit import Condition, Sampling, generate, save
-from skipdit.bench.harness import Bench, Preparer, counted_run, run_bench, select_methods, step_similarity
-from skipdit.bench.report import headline, markdown_table
+from skipdit.bench.harness import Bench, Preparer, Row, counted_run, run_bench, select_methods, step_similarity
+from skipdit.bench.report import family_front, headline, markdown_table
 from skipdit.cli import main
 
 from .conftest import tiny_model
@@ -91,6 +91,13 @@ def test_select_methods_families_specs_and_errors():
         ("Forecasting Skip-Cache", "taylor:order=2,mask=FCRC", "model"), ("FORA", "fora:N=5", "baseline")]
     with pytest.raises(ValueError, match="cache"):
         select_methods("nonsense", 50)
+
+
+def test_family_front_keeps_the_rows_nothing_beats():
+    rows = [Row("m", "FORA", s, "x", measured=m, psnr=p)
+            for s, m, p in (("a", 1.5, 40.0), ("b", 2.0, 42.0), ("c", 2.5, 35.0), ("d", 1.8, 38.0), ("e", 2.5, 33.0))]
+    assert [r.setting for r in family_front(rows)] == ["b", "c"]  # a, d: b is faster and closer; e: c is closer
+    assert [r.setting for r in family_front(rows[:1])] == ["a"]
 
 
 def test_step_similarity_and_headline():
