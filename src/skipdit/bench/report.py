@@ -61,15 +61,21 @@ def headline(rows: Sequence[Row], tolerance: float = 0.1) -> str | None:
     return "\n".join(lines) or None
 
 
+def frontier_pairs(rows: Sequence[Row], x: str = "measured", speedups: Sequence[float] = FRONTIER_SPEEDUPS
+                   ) -> list[tuple[float, Row | None, Row | None]]:
+    """At each speed-up ``s``: the highest-PSNR row of ours and of the peers among those with speed-up ``x``
+    (``measured`` or ``ideal``) of at least ``s`` (``None`` where no row is that fast)."""
+    ours = [r for r in rows if r.family in OURS and r.psnr is not None]
+    return [(speedup, *(max((r for r in group if getattr(r, x) is not None and getattr(r, x) >= speedup),
+                            key=lambda r: r.psnr, default=None) for group in (ours, _peers(rows))))
+            for speedup in speedups]
+
+
 def frontier_gaps(rows: Sequence[Row], x: str = "measured",
                   speedups: Sequence[float] = FRONTIER_SPEEDUPS) -> list[str]:
-    """At each speed-up ``s``: the highest-PSNR row of ours and of the peers among those with speed-up ``x``
-    (``measured`` or ``ideal``) of at least ``s``, and the gap between them."""
+    """:func:`frontier_pairs` in words: both rows at each speed-up and the gap between them."""
     lines = []
-    for speedup in speedups:
-        best = [max((r for r in group if getattr(r, x) is not None and getattr(r, x) >= speedup),
-                    key=lambda r: r.psnr, default=None)
-                for group in ([r for r in rows if r.family in OURS and r.psnr is not None], _peers(rows))]
+    for speedup, *best in frontier_pairs(rows, x, speedups):
         if best[0] is None and best[1] is None:
             continue
         shown = [f"{r.method} {getattr(r, x):.2f}×, {r.psnr:.1f} dB" if r else "none reaches it" for r in best]
