@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from skipdit import Sampling, generate, save
+from skipdit.bench.cachedit_peers import setting_name
 from skipdit.bench.harness import Bench, Method, Preparer, run_bench, select_methods
 from skipdit.cli import main
 from skipdit.metrics import psnr
@@ -53,6 +54,9 @@ def test_the_families_in_select_methods():
     assert labels[:2] == ["cache-dit DBCache (F1B0_R0.05)", "cache-dit DBCache (F1B0_R0.08)"]
     assert "cache-dit DBCache (F8B0_R0.08)" in labels and "cache-dit DBCache+TaylorSeer (F1B0_R0.12_T1O2)" in labels
     assert "cache-dit DBPrune (F1B0_R0.05)" in labels
+    assert {"cache-dit DBCache (F1B0_W2_R0.12)", "cache-dit DBCache+TaylorSeer (F1B0_W2_R0.12_T1O1)"} <= set(labels)
+    assert setting_name(dict(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=0.1,
+                             max_warmup_steps=2, max_cached_steps=5)) == "F1B0_W2_R0.1,max_cached_steps=5"
     assert all(m.on == "baseline" and m.spec is None and m.batch_dependent for m in methods)
     assert methods[-1].cachedit == ("dbprune", (("Fn_compute_blocks", 1), ("Bn_compute_blocks", 0),
                                                 ("residual_diff_threshold", 0.08)))

@@ -219,10 +219,13 @@ class CacheDitPeer(TransformerPeer):
 
 
 def setting_name(options: dict[str, Any]) -> str:
-    """A setting of the bench's table in cache-dit's own short names (``F1B0_R0.08``; ``_T1O2``: TaylorSeer of
-    order 2), then any other option as ``name=value``."""
+    """A setting of the bench's table in cache-dit's own short names (``F1B0_R0.08``; ``_W2``: a warm-up of 2
+    calls instead of 8; ``_T1O2``: TaylorSeer of order 2), then any other option as ``name=value``."""
     rest = dict(options)
-    tag = f"F{rest.pop('Fn_compute_blocks')}B{rest.pop('Bn_compute_blocks')}_R{rest.pop('residual_diff_threshold')}"
+    tag = f"F{rest.pop('Fn_compute_blocks')}B{rest.pop('Bn_compute_blocks')}"
+    if "max_warmup_steps" in rest:
+        tag += f"_W{rest.pop('max_warmup_steps')}"
+    tag += f"_R{rest.pop('residual_diff_threshold')}"
     if "taylorseer_order" in rest:
         tag += f"_T1O{rest.pop('taylorseer_order')}"
     return ",".join([tag, *(f"{k}={v}" for k, v in rest.items())])
