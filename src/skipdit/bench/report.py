@@ -101,6 +101,7 @@ def family_front(members: Sequence[Row], x: str = "measured") -> list[Row]:
 # Up to 20 families, each its own colour and marker; ours drawn first, thick, in the first colours. diffusers'
 # hooks are dashed and cache-dit's dash-dotted, so the external peers stand apart from our implementations.
 _MARKERS = "os^vDPX<>*hpd8H"
+_EXTERNAL_LINES = {"diffusers": "--", "cache-dit": "-."}  # by the first word of the family
 
 
 def pareto_plot(rows: Sequence[Row], path: str | Path, x: str = "measured") -> None:
@@ -120,10 +121,10 @@ def pareto_plot(rows: Sequence[Row], path: str | Path, x: str = "measured") -> N
         members = families[family]
         front = family_front(members, x)
         ours = family in OURS
-        style = dict(color=colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20], marker=_MARKERS[i % len(_MARKERS)],
-                     markersize=8 if ours else 6, zorder=3 if ours else 2)
-        line = "-" if ours or not family.startswith(("diffusers ", "cache-dit ")) else \
-            "--" if family.startswith("diffusers ") else "-."
+        colour = colours[2 * i % 20 + i // 10 % 2]  # tab20's ten dark colours, then its ten light ones
+        style = dict(color=colour, marker=_MARKERS[i % len(_MARKERS)], markersize=8 if ours else 6,
+                     zorder=3 if ours else 2)
+        line = _EXTERNAL_LINES.get(family.split(" ")[0], "-")
         ax.plot([getattr(r, x) for r in front], [r.psnr for r in front], linestyle=line,
                 linewidth=2.5 if ours else 1.2, label=family, **style)
         behind = [r for r in members if r not in front]
